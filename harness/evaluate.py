@@ -1,0 +1,146 @@
+"""New-task evaluation (tool use): base and teacher arms, cached and resumable in the store.
+
+    harness eval tooluse --model qwen2.5-coder-0.5b-instruct --arms base,teacher --limit 20
+
+Arms:
+- `base`: the model answers the student prompt (no demonstration);
+- `teacher`: the same model with the demonstration in context (the paper's teacher prompt) —
+  the in-context ceiling that SDFT distils from.
+A trained checkpoint is evaluated as arm `base` of that checkpoint (the caller labels it).
+
+Each (model weights, data subset, arm, generation settings, template, scorer version) is one
+evaluation keyed by content. Per-item outcomes are committed batch by batch, so a killed run
+loses at most one batch and a re-run generates only the missing items.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .errors import ConfigError
+from .generation import Backend, GenerationSettings, HFBackend
+from .hashing import hash_obj, hash_text
+from .metrics_basic import wilson
+from .store import Store
+from .tasks import tooluse as tu
+from .tasks.tooluse_scorer import SCORER_VERSION, score
+
+ARMS = ("base", "teacher")
+
+
+@dataclass
+class EvalRequest:
+    records: list[tu.ToolUseRecord]
+    data_hash: str
+    arm: str = "base"
+    settings: GenerationSettings = GenerationSettings()
+    teacher_template: str = "paper"
+    split: str = "paper68"
+    dtype: str = "float32"
+
+
+def check_arms(arms: Sequence[str]) -> list[str]:
+    arms = [a.strip() for a in arms if a.strip()]
+    bad = [a for a in arms if a not in ARMS]
+    if bad or not arms:
+        raise ConfigError(f"unknown arm '{bad[0] if bad else ''}' (choose from {', '.join(ARMS)})")
+    return arms
+
+
+def arm_prompt(rec: tu.ToolUseRecord, arm: str, template: str) -> str:
+    return rec.prompt if arm == "base" else tu.teacher_prompt(rec.prompt, rec.demonstration, template)
+
+
+def eval_key(req: EvalRequest, model_hash: str) -> str:
+    ids_hash = hash_obj([r.item_id for r in req.records])
+    return Store.eval_key(task="tooluse", arm=req.arm, model_hash=model_hash, data_hash=req.data_hash,
+                          items=ids_hash, settings=req.settings.key(), dtype=req.dtype,
+                          template=req.teacher_template if req.arm == "teacher" else None,
+                          scorer=SCORER_VERSION)
+
+
+def summarise(rows: list[dict], wall_s: float, gen_tokens: int, gen_s: float) -> dict:
+    n = len(rows)
+    k = sum(int(r["score"]) for r in rows)
+    lo, hi = wilson(k, n)
+    diag = [r["diagnostics"] for r in rows]
+
+    def mean(key):
+        return sum(float(d[key]) for d in diag) / n if n else 0.0
+
+    return {"n": n, "correct": k, "accuracy": k / n if n else 0.0, "ci95": [lo, hi],
+            "format_valid": mean("format_valid"), "action_match": mean("action_match"),
+            "arg_f1": mean("arg_f1"), "wall_s": wall_s, "gen_tokens": gen_tokens,
+            "tokens_per_s": gen_tokens / gen_s if gen_s > 0 else None,
+            "mean_new_tokens": (sum(r["tokens"] for r in rows) / n) if n else 0.0}
+
+
+def evaluate(req: EvalRequest, store: Store, model_hash: str, model_label: str,
+             backend_factory: Callable[[], Backend] | Backend,
+             progress: Callable[[int, int], None] | None = None, chunk: int = 8) -> dict:
+    """Run (or fetch from the cache) one arm's evaluation; return its summary with `eval_key`.
+
+    `backend_factory` is only called when something must be generated, so a cache hit never
+    needs the model in memory.
+    """
+    key = eval_key(req, model_hash)
+    hit = store.get_eval(key)
+    if hit:
+        return hit["summary"] | {"eval_key": key, "cached": True}
+    store.begin_eval(key, task="tooluse", arm=req.arm, model=model_label, model_hash=model_hash,
+                     data_hash=req.data_hash,
+                     settings={"generation": req.settings.key(), "split": req.split, "dtype": req.dtype,
+                               "teacher_template": req.teacher_template, "scorer": SCORER_VERSION,
+                               "items": [r.item_id for r in req.records]})
+    done = store.done_items(key)
+    todo = [(i, r) for i, r in enumerate(req.records) if r.item_id not in done]
+    t0 = time.perf_counter()
+    gen_tokens, gen_s = 0, 0.0
+    if progress:
+        progress(len(done), len(req.records))
+    if todo:
+        backend = backend_factory() if callable(backend_factory) and not hasattr(backend_factory, "generate") \
+            else backend_factory
+        for c in range(0, len(todo), chunk):
+            part = todo[c:c + chunk]
+            prompts = [arm_prompt(r, req.arm, req.teacher_template) for _, r in part]
+            ts = time.perf_counter()
+            outs = backend.generate(prompts, req.settings)
+            gen_s += time.perf_counter() - ts
+            rows = []
+            for (i, r), p, g in zip(part, prompts, outs):
+                s = score(g.text, r.gold_calls)
+                gen_tokens += g.n_new_tokens
+                rows.append({"item_id": r.item_id, "idx": i, "prompt_hash": hash_text(p), "output": g.text,
+                             "parsed": {"actions": s.pred_actions, "inputs": s.pred_inputs},
+                             "score": float(s.correct), "diagnostics": s.diagnostics(),
+                             "tokens": g.n_new_tokens})
+            store.add_examples(key, rows)  # committed: a kill after this loses nothing
+            if progress:
+                progress(len(done) + c + len(part), len(req.records))
+    rows = store.examples(key)
+    summary = summarise(rows, time.perf_counter() - t0, gen_tokens, gen_s)
+    summary.update(arm=req.arm, model=model_label, split=req.split)
+    store.finish_eval(key, summary)
+    return summary | {"eval_key": key, "cached": False}
+
+
+def hf_backend_factory(model_spec: str, dtype: str, device: str, batch_size: int,
+                       trust_remote_code: bool = False) -> Callable[[], HFBackend]:
+    """Load the model lazily (only when generation is needed) and memoise it."""
+    holder: dict = {}
+
+    def make() -> HFBackend:
+        if "b" not in holder:
+            from .models import load_model
+
+            load_dtype = "float32" if dtype == "bf16-autocast" else dtype
+            model, tok = load_model(model_spec, dtype=load_dtype, device=device,
+                                    trust_remote_code=trust_remote_code)
+            holder["b"] = HFBackend(model, tok, batch_size=batch_size,
+                                    autocast_bf16=dtype == "bf16-autocast")
+        return holder["b"]
+
+    return make

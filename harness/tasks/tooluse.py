@@ -1,0 +1,232 @@
+"""ToolAlpaca tool use, exactly as the SDFT paper builds and scores it.
+
+Data sources, all turned into one record type (`ToolUseRecord`):
+- the paper's processed files: `sdft_tooluse/eval_data_paper_68.json` (JSON list),
+  `eval_data_regenerated_97.jsonl`, and a full training file with `golden_response` (JSON or
+  JSONL, same fields) when a user has one;
+- raw ToolAlpaca files (`eval_real.json`, `eval_simulated.json`, `train_data.json` format): one
+  entry per API with `Instructions` and `Golden_Answers`.
+
+Demonstrations. When a record has `golden_response` (a list of strings), the demonstration is
+those strings joined with "\\n" (what the paper's teacher saw). Otherwise it is built
+deterministically from the gold calls, one block per call, joined with "\\n":
+
+    Thought: I need to call {Action} to answer the question.      (first call)
+    Thought: Next, I need to call {Action}.                       (later calls)
+    Action: {Action}
+    Action Input: {Action_Input exactly as stored in the gold record}
+
+The Action Input text is kept verbatim so that the demonstration scores 100% under the paper's
+scorer whenever the gold itself is scorable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..hashing import hash_obj
+
+STUDENT_TEMPLATE = (
+    "Your task is to answer the user's question using available tools. \n"
+    "You have access to the following tools:\n"
+    "Name: {name}\n"
+    "Description: {description}\n"
+    "Documentation:\n{nl_documentation}\n"
+    "Use the following format:\n"
+    "Thought: you should always think about what to do\n"
+    "Action: the action to take, should be one of the tool names.\n"
+    "Action Input: the input to the action, must be in JSON format. All of the action input must "
+    "be realistic and from the user.\n\n"
+    "Begin!\n"
+    "Question: {instruction}"
+)
+
+# The teacher sees the question, then the demonstration (method.md). The paper's text ends the
+# closing instruction with a colon, the released code with a period; both are offered.
+TEACHER_TEMPLATES = {
+    "paper": "{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+             "Now answer with a response of your own, including the thinking process:",
+    "code": "{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+            "Now answer with a response of your own, including the thinking process.",
+}
+
+# Data files the harness knows by short name (relative to the data dir).
+SPLITS = {
+    "paper68": "sdft_tooluse/eval_data_paper_68.json",
+    "regen97": "sdft_tooluse/eval_data_regenerated_97.jsonl",
+    "eval_real": "toolalpaca/eval_real.json",
+    "eval_simulated": "toolalpaca/eval_simulated.json",
+}
+
+
+@dataclass
+class ToolUseRecord:
+    item_id: str
+    prompt: str                 # the student prompt (the paper's template)
+    gold_calls: list[dict]      # [{"Action": str, "Action_Input": str}] as stored
+    demonstration: str          # text shown to the teacher
+    api: str
+    instruction: str
+    demo_source: str = "gold_calls"  # or 'golden_response'
+    extra: dict = field(default_factory=dict)
+
+
+def build_prompt(name: str, description: str, nl_documentation: str, instruction: str) -> str:
+    return STUDENT_TEMPLATE.format(name=name, description=description,
+                                   nl_documentation=nl_documentation, instruction=instruction)
+
+
+def teacher_prompt(prompt: str, demonstration: str, template: str = "paper") -> str:
+    """The teacher's single user turn. `template` is 'paper', 'code', or a custom string with
+    `{prompt}` and `{demonstration}` fields."""
+    fmt = TEACHER_TEMPLATES.get(template, template)
+    if "{prompt}" not in fmt or "{demonstration}" not in fmt:
+        raise DataError(f"teacher template must contain {{prompt}} and {{demonstration}}: {template!r}")
+    return fmt.replace("{prompt}", prompt).replace("{demonstration}", demonstration)
+
+
+def demonstration_from_calls(calls: list[dict]) -> str:
+    blocks = []
+    for i, call in enumerate(calls):
+        thought = (f"Thought: I need to call {call['Action']} to answer the question." if i == 0
+                   else f"Thought: Next, I need to call {call['Action']}.")
+        blocks.append(f"{thought}\nAction: {call['Action']}\nAction Input: {call['Action_Input']}")
+    return "\n".join(blocks)
+
+
+def _check_calls(path, idx, calls, strict_json: bool) -> list[str]:
+    """Validate gold calls; return problems (empty when fine)."""
+    if not isinstance(calls, list) or not calls:
+        raise DataError.at(path, idx, "golden_answer", "expected a non-empty list of calls")
+    problems = []
+    for j, c in enumerate(calls):
+        if not isinstance(c, dict) or "Action" not in c or "Action_Input" not in c:
+            raise DataError.at(path, idx, f"golden_answer[{j}]", "expected keys 'Action' and 'Action_Input'")
+        try:
+            json.loads(c["Action_Input"])
+        except (TypeError, json.JSONDecodeError) as e:
+            problems.append(f"golden_answer[{j}].Action_Input is not JSON ({e.msg if hasattr(e, 'msg') else e})")
+    return problems
+
+
+def _read_json_records(path: Path) -> list:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+@dataclass
+class LoadResult:
+    records: list[ToolUseRecord]
+    skipped: list[dict]         # [{"record": id, "field": ..., "problem": ...}]
+    path: str
+    data_hash: str
+
+
+def load_tooluse(path: str | Path, skip_invalid: bool = False) -> LoadResult:
+    """Load a processed (paper) or raw ToolAlpaca file into records.
+
+    Strict by default: a gold `Action_Input` that is not JSON raises a DataError naming the file,
+    record and field. With `skip_invalid=True` such records are dropped and listed in `skipped`
+    (callers store that list in the run's metadata).
+    """
+    path = Path(path)
+    raw = _read_json_records(path)
+    if not isinstance(raw, list) or not raw:
+        raise DataError(f"{path}: expected a non-empty list of records")
+    is_raw_toolalpaca = isinstance(raw[0], dict) and "Instructions" in raw[0]
+    records, skipped = [], []
+
+    def add(rid, prompt, calls, demo, demo_src, api, instruction, problems, idx_label):
+        if problems:
+            if not skip_invalid:
+                raise DataError(f"{path}, record {idx_label}: {problems[0]} "
+                                "(use --skip-invalid to skip such records)")
+            skipped.append({"record": rid, "problem": "; ".join(problems)})
+            return
+        records.append(ToolUseRecord(rid, prompt, calls, demo, api, instruction, demo_src))
+
+    if is_raw_toolalpaca:
+        for a, api in enumerate(raw):
+            for key in ("Name", "Description", "NLDocumentation", "Instructions"):
+                if key not in api:
+                    raise DataError.at(path, a, key, "missing")
+            golds = api.get("Golden_Answers")
+            if golds is None:
+                raise DataError.at(path, a, "Golden_Answers", "missing (this file has no gold calls)")
+            if len(golds) != len(api["Instructions"]):
+                raise DataError.at(path, a, "Golden_Answers", "length differs from Instructions")
+            for k, (instr, calls) in enumerate(zip(api["Instructions"], golds)):
+                label = f"{a}.{k}"
+                problems = _check_calls(path, label, calls, True)
+                prompt = build_prompt(api["Name"], api["Description"], api["NLDocumentation"], instr)
+                add(f"{api['Name']}/{k}", prompt, calls,
+                    demonstration_from_calls(calls) if not problems else "", "gold_calls",
+                    api["Name"], instr, problems, label)
+    else:
+        for i, r in enumerate(raw):
+            if not isinstance(r, dict):
+                raise DataError.at(path, i, None, "expected an object")
+            for key in ("name", "description", "nl_documentation", "instruction", "golden_answer"):
+                if key not in r:
+                    raise DataError.at(path, i, key, "missing")
+            calls = r["golden_answer"]
+            problems = _check_calls(path, i, calls, True)
+            prompt = r.get("prompt") or build_prompt(r["name"], r["description"], r["nl_documentation"],
+                                                     r["instruction"])
+            if "golden_response" in r and r["golden_response"] is not None:
+                gr = r["golden_response"]
+                if not isinstance(gr, list) or not all(isinstance(s, str) for s in gr):
+                    raise DataError.at(path, i, "golden_response", "expected a list of strings")
+                demo, src = "\n".join(gr), "golden_response"
+            else:
+                demo, src = (demonstration_from_calls(calls) if not problems else ""), "gold_calls"
+            add(f"{r['name']}/{hash_obj(r['instruction'], 8)}", prompt, calls, demo, src, r["name"],
+                r["instruction"], problems, i)
+    ids = [r.item_id for r in records]
+    if len(set(ids)) != len(ids):  # duplicate instructions within an API: make ids unique by order
+        seen: dict[str, int] = {}
+        for r in records:
+            n = seen.get(r.item_id, 0)
+            seen[r.item_id] = n + 1
+            if n:
+                r.item_id = f"{r.item_id}#{n}"
+    data_hash = hash_obj([[r.item_id, r.prompt, r.gold_calls, r.demonstration] for r in records])
+    return LoadResult(records, skipped, str(path), data_hash)
+
+
+def resolve_split(split: str, data_dir: Path) -> Path:
+    """A short split name (see SPLITS) or a path (absolute, or relative to cwd or the data dir)."""
+    if split in SPLITS:
+        return data_dir / SPLITS[split]
+    p = Path(split).expanduser()
+    if p.is_file():
+        return p
+    if (data_dir / split).is_file():
+        return data_dir / split
+    raise DataError(f"{split}: tool-use data file not found (known splits: {', '.join(SPLITS)}; "
+                    f"data dir {data_dir})")
+
+
+def subset(records: list[ToolUseRecord], limit: int | None) -> list[ToolUseRecord]:
+    """The first `limit` records (file order), so every arm sees the same items."""
+    if limit is None:
+        return records
+    if limit <= 0:
+        raise DataError(f"limit must be positive, got {limit}")
+    return records[:limit]
+
+
+def as_dict(r: ToolUseRecord) -> dict[str, Any]:
+    return {"item_id": r.item_id, "api": r.api, "instruction": r.instruction,
+            "n_calls": len(r.gold_calls), "demo_source": r.demo_source}
