@@ -233,6 +233,101 @@ def data_check(split: str = typer.Argument("paper68", help="Split name or file p
         console.print(f"  skipped {s['record']}: {s['problem']}")
 
 
+# ----------------------------------------------------------------------------- train
+@app.command("train")
+def train_cmd(
+    method: str = typer.Option("sdft", help="sft or sdft."),
+    model: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="Alias, hub id or model folder."),
+    task: str = typer.Option("tooluse", help="New task (tooluse)."),
+    split: str = typer.Option("eval_real", help="Training data: split name or file (the paper's train file when you have it)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip records with invalid gold JSON (listed)."),
+    limit: Optional[int] = typer.Option(None, help="Use the first N training records."),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Checkpoints, logs and the final adapter/model."),
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON file with TrainConfig fields (flags override it)."),
+    lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA adapter (default) or full fine-tuning."),
+    lora_r: Optional[int] = typer.Option(None), lora_alpha: Optional[int] = typer.Option(None),
+    lora_targets: Optional[str] = typer.Option(None, help="Comma-separated module names."),
+    lr: Optional[float] = typer.Option(None), epochs: Optional[int] = typer.Option(None),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer-step budget."),
+    batch_size: Optional[int] = typer.Option(None, help="Prompts per optimizer update."),
+    micro_batch_size: Optional[int] = typer.Option(None, help="Prompts per forward pass per process."),
+    warmup_steps: Optional[int] = typer.Option(None), seed: Optional[int] = typer.Option(None),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
+    max_completion_tokens: Optional[int] = typer.Option(None), max_prompt_tokens: Optional[int] = typer.Option(None),
+    divergence: Optional[str] = typer.Option(None, help="(sdft) forward | reverse | jsd"),
+    estimator: Optional[str] = typer.Option(None, help="(sdft) full | topk | sampled"),
+    teacher: Optional[str] = typer.Option(None, help="(sdft) ema | frozen | live"),
+    ema_alpha: Optional[float] = typer.Option(None), skip_tokens: Optional[int] = typer.Option(None),
+    save_every: Optional[int] = typer.Option(None), merge: bool = typer.Option(False, "--merge", help="Also export a merged model folder."),
+    data_dir: Optional[str] = typer.Option(None), db: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+):
+    """Train with SFT or SDFT on one shared loop; re-run the same command to resume."""
+    from .paths import data_dir as resolve_data_dir
+    from .tasks import tooluse as tu
+    from .train.config import TrainConfig
+    from .train.loop import train
+    from .suite import read_mapping
+
+    if task != "tooluse":
+        raise HarnessError(f"--task: unknown task '{task}' (available: tooluse)")
+    base = read_mapping(config) if config else {}
+    flags = {k: v for k, v in dict(
+        method=method, model=model, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr, epochs=epochs,
+        max_steps=max_steps, batch_size=batch_size, micro_batch_size=micro_batch_size, warmup_steps=warmup_steps,
+        seed=seed, bf16=bf16, gradient_checkpointing=gradient_checkpointing,
+        max_completion_tokens=max_completion_tokens, max_prompt_tokens=max_prompt_tokens, divergence=divergence,
+        estimator=estimator, teacher=teacher, ema_alpha=ema_alpha, skip_tokens=skip_tokens, save_every=save_every,
+        merge=merge or None,
+        lora_targets=tuple(lora_targets.split(",")) if lora_targets else None).items() if v is not None}
+    cfg = TrainConfig.from_dict(base | flags)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    path = tu.resolve_split(split, resolve_data_dir(data_dir))
+    loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
+    records = tu.subset(loaded.records, limit)
+    store = _store(db)
+    with progress_bar() as prog:
+        task_id = prog.add_task(f"{cfg.method} steps", total=None)
+
+        def cb(step, total, row):
+            prog.update(task_id, completed=step, total=total,
+                        description=f"{cfg.method} loss {row['loss']:.4f} drift {row['drift_kl']:.4f}")
+
+        res = train(cfg, records, output_dir, loaded.data_hash, store=store, progress=cb, data_source=loaded.path)
+    t = Table(title=f"{cfg.method} · {cfg.model} · {res.steps} steps")
+    for c in ("step", "loss", "divergence", "drift KL", "rollout len", "tokens/s", "step s", "lr"):
+        t.add_column(c, justify="right")
+    for r in res.log[-10:]:
+        t.add_row(str(r["step"]), f"{r['loss']:.4f}", f"{r['divergence']:.4f}", f"{r['drift_kl']:.4f}",
+                  f"{r['rollout_len']:.0f}", f"{r['tokens_per_s']:.0f}", f"{r['step_s']:.1f}", f"{r['lr']:.2e}")
+    console.print(t)
+    tot = res.totals
+    console.print(f"tokens generated {tot['tokens_generated']}, forwarded {tot['tokens_forwarded']}, "
+                  f"~{tot['flops']:.3g} FLOPs, train {tot['train_s']:.1f}s (+{tot['drift_s']:.1f}s drift probes), "
+                  f"wall {tot['wall_s']:.1f}s" + (f", resumed from step {res.resumed_from}" if res.resumed_from else ""))
+    console.print(f"adapter/model: {res.final_dir}" + (f"; merged: {res.merged_dir}" if res.merged_dir else ""))
+
+
+# ----------------------------------------------------------------------------- gate
+@app.command("gate")
+def gate_cmd(
+    baseline: str = typer.Option(..., "--baseline", help="Stored run id (RUN or RUN#ARM) or a baseline JSON file."),
+    candidate: str = typer.Option(..., "--candidate", help="Stored run id, baseline JSON, or a checkpoint to evaluate."),
+    suite: Path = typer.Option(Path("suites/gate.yaml"), "--suite", help="Gate rules file."),
+    db: Optional[Path] = typer.Option(None, "--db"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown summary (PR comment)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one test case per metric)."),
+):
+    """Fail (exit 1) only when a metric regressed beyond noise; 2 when undecidable or bad input."""
+    from .gate import gate_command
+
+    raise typer.Exit(gate_command(baseline, candidate, suite, db=db, markdown=markdown, junit=junit, console=console))
+
+
 def run() -> None:
     """Console-script entry point: one clean line for user errors."""
     try:

@@ -1,0 +1,844 @@
+"""Regression gate: does a candidate model lose more than an allowed amount on any metric?
+
+    harness gate --baseline results/baselines/qwen2.5-0.5b.json --candidate RUN_ID_OR_CHECKPOINT \\
+                 --suite suites/gate.yaml --markdown gate.md --junit gate.xml
+
+Exit codes: 0 every metric passed (or improved, or was inconclusive where the gate file allows it);
+1 at least one metric regressed; 2 cannot decide (an inconclusive metric whose rule says
+`inconclusive: fail`) or bad input (raised as `HarnessError`, printed as one line by the CLI).
+
+Data flow: the baseline and the candidate become *outcome sets* (per metric, the per-item scores
+of one model: `OutcomeSet`), from a committed baseline file (`results/baselines/*.json`, see
+`save_baseline`), a run in the results store (`RUN_ID` or `RUN_ID#ARM`), or, for a checkpoint with
+nothing stored, an evaluator callable `evaluator(spec, metrics, store) -> outcome set` that uses the
+evaluation cache. `compare` then tests every gated metric on exactly the baseline's items.
+
+The decision rule, for one metric with allowed drop A (absolute, or relative x baseline mean) and
+confidence level c (alpha = 1 - c), on the paired change D = mean(candidate) - mean(baseline):
+
+    L, U  = one-sided lower and upper c-confidence bounds on D (together: a two-sided
+            (2c-1) interval, e.g. 90% for c = 0.95)
+    MDE   = smallest drop a one-sided level-alpha test detects with the rule's power (0.8)
+            at this n, using a conservative (upper c-bound) estimate of the per-item variance
+    fail          iff U < -A         the drop exceeds the allowance, significantly (one-sided
+                                     test of H0: D >= -A at level alpha; p = its p-value)
+    improved      iff L > 0          (and not fail) a significant improvement
+    pass          iff L >= -A        the data show the drop is within the allowance, or
+                   or MDE <= A       the sample was large enough to see a drop of size A
+    inconclusive  otherwise          the sample cannot detect a drop of the allowed size; the row
+                                     carries MDE and the n at which MDE would equal A
+
+Intervals: binary scores use the Agresti-Min adjusted paired interval (McNemar's exact p for "any
+change" is reported beside it); non-binary scores use a paired t interval; an aggregate (`mean_of`,
+e.g. the prior average) combines its components' standard errors (benchmarks are independent
+samples). The variance bound used for the MDE is the Wilson upper c-bound of the discordance rate
+(the mean squared per-item change), so a small sample in which nothing happened to flip is not
+mistaken for a precise one. Consequence: with a 0 allowance a metric can fail or improve but never
+pass on power alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+from xml.etree import ElementTree as ET
+
+import numpy as np
+from scipy import stats
+
+from .errors import ConfigError, HarnessError, StoreError
+from .hashing import hash_obj
+from .metrics import _agresti_min, mcnemar
+
+BASELINE_FORMAT = "harness-baseline/1"
+GATE_FORMAT = "harness-gate/1"
+VERDICTS = ("pass", "improved", "inconclusive", "fail")
+MARKER = "<!-- harness-gate -->"
+
+Evaluator = Callable[[str, Mapping[str, list[str]], Any], Any]
+
+
+# ----- outcome sets ---------------------------------------------------------------------------
+def item_set_hash(items: Mapping[str, Any] | Sequence[str]) -> str:
+    """Hash of the sorted item ids: two outcome sets are comparable iff their hashes match."""
+    return hash_obj(sorted(str(i) for i in items), n=16)
+
+
+@dataclass
+class OutcomeSet:
+    """Per-item scores of one model on each metric, plus what identifies them.
+
+    metrics: {name: {"task": str, "metric": str, "items": {item_id: score}, ...}}; the name is the
+    evaluation's task ('tooluse', 'prior/hellaswag'). suite: the suite that produced it, if known.
+    source: a human-readable origin (file path, run id, checkpoint).
+    """
+
+    metrics: dict[str, dict]
+    suite: str | None = None
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def item_set(self, name: str) -> str:
+        return item_set_hash(self.metrics[name]["items"])
+
+
+def as_outcome_set(obj: Any, source: str = "") -> OutcomeSet:
+    """Coerce and validate an outcome set: an `OutcomeSet`, a baseline-file dict, or a plain
+    {metric: {"items": {...}, ...}} dict (what an evaluator may return)."""
+    if isinstance(obj, OutcomeSet):
+        out = obj
+    elif isinstance(obj, Mapping) and "metrics" in obj and isinstance(obj.get("metrics"), Mapping):
+        out = OutcomeSet(metrics=dict(obj["metrics"]), suite=obj.get("suite"),
+                         source=str(obj.get("source") or source), meta=dict(obj.get("meta") or {}))
+    elif isinstance(obj, Mapping):
+        out = OutcomeSet(metrics=dict(obj), source=source)
+    else:
+        raise ConfigError(f"{source or 'outcome set'}: expected a mapping of metrics, got {type(obj).__name__}")
+    src = out.source or source or "outcome set"
+    clean: dict[str, dict] = {}
+    for name, m in out.metrics.items():
+        if not isinstance(m, Mapping) or not isinstance(m.get("items"), Mapping):
+            raise ConfigError(f"{src}: metrics.{name}: expected a mapping with 'items' {{item_id: score}}")
+        items = {}
+        for k, v in m["items"].items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{src}: metrics.{name}.items.{k}: expected a finite number, got {v!r}")
+            items[str(k)] = float(v)
+        clean[str(name)] = {**m, "task": m.get("task", name), "metric": m.get("metric", "score"), "items": items}
+    out.metrics, out.source = clean, src
+    return out
+
+
+def save_baseline(outcomes: OutcomeSet | Mapping, path: str | Path, note: str | None = None) -> Path:
+    """Write a committed baseline: human-readable JSON, one item per line, keys sorted, so that a
+    change shows up as a small diff in review. Versioned by its `format` field."""
+    o = as_outcome_set(outcomes, source=str(path))
+    doc = {"format": BASELINE_FORMAT,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "suite": o.suite, "source": o.source, "note": note, "meta": o.meta,
+           "metrics": {}}
+    for name, m in sorted(o.metrics.items()):
+        items = dict(sorted(m["items"].items()))
+        extra = {k: v for k, v in m.items() if k not in ("items", "task", "metric")}
+        doc["metrics"][name] = {**extra, "task": m["task"], "metric": m["metric"], "n": len(items),
+                                "mean": (sum(items.values()) / len(items)) if items else None,
+                                "item_set": item_set_hash(items), "items": items}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    return path
+
+
+def _read_baseline_file(path: Path) -> OutcomeSet:
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a JSON object with 'format' and 'metrics'")
+    fmt = doc.get("format")
+    if fmt != BASELINE_FORMAT:
+        raise ConfigError(f"{path}: format {fmt!r} is not supported (expected {BASELINE_FORMAT!r})")
+    if not isinstance(doc.get("metrics"), dict) or not doc["metrics"]:
+        raise ConfigError(f"{path}: 'metrics' must be a non-empty object")
+    o = as_outcome_set(doc, source=str(path))
+    o.source = str(path)
+    for name, m in doc["metrics"].items():
+        h = m.get("item_set")
+        if h is not None and h != item_set_hash(m["items"]):
+            raise ConfigError(f"{path}: metrics.{name}.item_set does not match its items "
+                              "(edited by hand? regenerate the baseline with save_baseline)")
+    return o
+
+
+def _run_suite_name(run: dict) -> str | None:
+    for src in (run.get("meta") or {}, run.get("config") or {}):
+        s = src.get("suite")
+        if isinstance(s, str):
+            return s
+        if isinstance(s, dict) and isinstance(s.get("name"), str):
+            return s["name"]
+    return None
+
+
+def _metric_key(ev: dict) -> str:
+    summary = ev.get("summary") or {}
+    settings = ev.get("settings") or {}
+    return str(summary.get("metric") or settings.get("metric") or ("accuracy" if "accuracy" in summary else "score"))
+
+
+def outcomes_from_store(store: Any, spec: str) -> OutcomeSet | None:
+    """Build an outcome set from a stored run: `RUN` (prefix or name) or `RUN#SEL`, where SEL
+    picks evaluations by arm or link label when a run holds several of the same task.
+    Returns None when no such run exists."""
+    run_id, _, sel = spec.partition("#")
+    try:
+        run = store.get_run(run_id)
+    except StoreError:
+        return None
+    evals = store.run_evals(run["run_id"])
+    if sel:
+        evals = [e for e in evals if sel in (e.get("arm"), e.get("label"))]
+        if not evals:
+            raise ConfigError(f"run {run['run_id']}: no evaluation with arm or label {sel!r}")
+    by_task: dict[str, list[dict]] = {}
+    incomplete = []
+    for e in evals:
+        if e["status"] != "complete":
+            incomplete.append(e["task"])
+            continue
+        by_task.setdefault(e["task"], []).append(e)
+    metrics = {}
+    for task, es in by_task.items():
+        if len({e["eval_key"] for e in es}) > 1:
+            arms = sorted({f"{e.get('arm')}" + (f"/{e['label']}" if e.get("label") else "") for e in es})
+            raise ConfigError(f"run {run['run_id']} holds {len(es)} evaluations of task {task!r} "
+                              f"({', '.join(arms)}); pick one with {run['run_id']}#ARM")
+        e = es[0]
+        items = {str(r["item_id"]): float(r["score"]) for r in store.examples(e["eval_key"])}
+        metrics[task] = {"task": task, "metric": _metric_key(e), "items": items, "eval_key": e["eval_key"],
+                         "model": e.get("model"), "data_hash": e.get("data_hash")}
+    return OutcomeSet(metrics=metrics, suite=_run_suite_name(run), source=f"run {spec}",
+                      meta={"run_id": run["run_id"], "incomplete": sorted(set(incomplete) - set(metrics))})
+
+
+def _resolve(spec: Any, store: Any, role: str = "baseline") -> OutcomeSet | None:
+    """An outcome set from an object, a `*.json` outcome file or a stored run; None if neither."""
+    if isinstance(spec, (OutcomeSet, Mapping)):
+        return as_outcome_set(spec, source=f"{role} outcome set")
+    s = str(spec)
+    p = Path(s)
+    if p.suffix == ".json":
+        if not p.is_file():
+            raise ConfigError(f"{s}: {role} file not found")
+        return _read_baseline_file(p)
+    if store is not None:
+        return outcomes_from_store(store, s)
+    return None
+
+
+def load_baseline(path_or_run: Any, store: Any = None) -> OutcomeSet:
+    """Load a baseline: a committed baseline file (`*.json`) or a stored run id (`RUN[#ARM]`)."""
+    o = _resolve(path_or_run, store, role="baseline")
+    if o is None:
+        why = "no results store to look it up in" if store is None else f"no run of that name in {store.path}"
+        raise ConfigError(f"baseline {path_or_run!r}: not a baseline file and {why}")
+    return o
+
+
+# ----- gate file --------------------------------------------------------------------------------
+@dataclass
+class Rule:
+    """One gated metric. Exactly one of max_drop (absolute, in score units: 0.02 = 2 points) or
+    max_rel_drop (fraction of the baseline mean) is set. `mean_of` makes it an aggregate: the
+    unweighted mean of the listed metrics."""
+
+    metric: str
+    max_drop: float | None = None
+    max_rel_drop: float | None = None
+    confidence: float = 0.95
+    power: float = 0.8
+    inconclusive: str = "fail"
+    discordance: float | None = None
+    mean_of: list[str] | None = None
+
+
+@dataclass
+class GateConfig:
+    path: str
+    name: str
+    suite: str | None
+    rules: list[Rule]
+
+    def needed_metrics(self) -> list[str]:
+        """Metric names the outcome sets must contain (aggregates resolved to their parts)."""
+        out: list[str] = []
+        for r in self.rules:
+            for m in (r.mean_of or [r.metric]):
+                if m not in out:
+                    out.append(m)
+        return out
+
+
+_TOP_KEYS = {"format", "name", "suite", "description", "defaults", "metrics"}
+_RULE_KEYS = {"max_drop", "max_rel_drop", "confidence", "power", "inconclusive", "discordance", "mean_of",
+              "description"}
+_DEFAULT_KEYS = {"confidence", "power", "inconclusive", "discordance"}
+
+
+def _num(path: str, where: str, v: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> float:
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    if ok:
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise ConfigError(f"{path}: {where}: expected a number in {rng}, got {v!r}")
+    return float(v)
+
+
+def _check_keys(path: str, where: str, d: Mapping, allowed: set[str]) -> None:
+    bad = sorted(set(d) - allowed)
+    if bad:
+        raise ConfigError(f"{path}: {where}: unknown key {bad[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _rule_fields(path: str, where: str, d: Mapping) -> dict:
+    out: dict[str, Any] = {}
+    if "confidence" in d:
+        out["confidence"] = _num(path, f"{where}.confidence", d["confidence"], 0.5, 1, True, True)
+    if "power" in d:
+        out["power"] = _num(path, f"{where}.power", d["power"], 0, 1, True, True)
+    if "discordance" in d:
+        out["discordance"] = _num(path, f"{where}.discordance", d["discordance"], 0, 1, True)
+    if "inconclusive" in d:
+        v = d["inconclusive"]
+        v = {True: "pass", False: "fail"}.get(v, v) if isinstance(v, bool) else v
+        if v not in ("pass", "fail"):
+            raise ConfigError(f"{path}: {where}.inconclusive: expected 'pass' or 'fail', got {d['inconclusive']!r}")
+        out["inconclusive"] = v
+    return out
+
+
+def load_gate_config(path: str | Path) -> GateConfig:
+    """Read and validate a gate file; every problem raises ConfigError naming the file and key."""
+    import yaml
+
+    p = str(path)
+    if not Path(p).is_file():
+        raise ConfigError(f"{p}: gate file not found")
+    try:
+        doc = yaml.safe_load(Path(p).read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{p}: not valid YAML ({where}{getattr(e, 'problem', None) or e})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: expected a mapping with a 'metrics' key at the top level")
+    _check_keys(p, "top level", doc, _TOP_KEYS)
+    if "format" in doc and doc["format"] != GATE_FORMAT:
+        raise ConfigError(f"{p}: format: {doc['format']!r} is not supported (expected {GATE_FORMAT!r})")
+    suite = doc.get("suite")
+    if suite is not None and not isinstance(suite, str):
+        raise ConfigError(f"{p}: suite: expected a string, got {suite!r}")
+    defaults = doc.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{p}: defaults: expected a mapping, got {defaults!r}")
+    _check_keys(p, "defaults", defaults, _DEFAULT_KEYS)
+    base = _rule_fields(p, "defaults", defaults)
+    metrics = doc.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise ConfigError(f"{p}: metrics: expected a non-empty mapping of metric name -> rule")
+    rules = []
+    for name, d in metrics.items():
+        where = f"metrics.{name}"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: {where}: expected a mapping with max_drop or max_rel_drop, got {d!r}")
+        _check_keys(p, where, d, _RULE_KEYS)
+        has = [k for k in ("max_drop", "max_rel_drop") if k in d]
+        if len(has) != 1:
+            raise ConfigError(f"{p}: {where}: give exactly one of max_drop (absolute) or max_rel_drop "
+                              f"(relative){'' if not has else ', not both'}")
+        kw = dict(base) | _rule_fields(p, where, d)
+        if "max_drop" in d:
+            kw["max_drop"] = _num(p, f"{where}.max_drop", d["max_drop"], 0, math.inf)
+        else:
+            kw["max_rel_drop"] = _num(p, f"{where}.max_rel_drop", d["max_rel_drop"], 0, 1)
+        if "mean_of" in d:
+            mo = d["mean_of"]
+            if not isinstance(mo, list) or not mo or not all(isinstance(x, str) for x in mo):
+                raise ConfigError(f"{p}: {where}.mean_of: expected a non-empty list of metric names, got {mo!r}")
+            if len(set(mo)) != len(mo):
+                raise ConfigError(f"{p}: {where}.mean_of: lists a metric twice")
+            kw["mean_of"] = list(mo)
+        rules.append(Rule(metric=str(name), **kw))
+    for r in rules:
+        for m in r.mean_of or []:
+            if any(o.metric == m and o.mean_of for o in rules):
+                raise ConfigError(f"{p}: metrics.{r.metric}.mean_of: {m!r} is itself an aggregate")
+    return GateConfig(path=p, name=str(doc.get("name") or Path(p).stem), suite=suite, rules=rules)
+
+
+# ----- statistics (vectorised: the simulation tests call these on arrays of trials) ---------------
+def _wilson_upper(p: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(np.maximum(p * (1 - p), 0) / n + z * z / (4 * n * n)) / d
+    return np.minimum(c + h, 1.0)
+
+
+def _classify(lo, hi, allowed, mde) -> np.ndarray:
+    lo, hi, allowed, mde = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (lo, hi, allowed, mde)))
+    fail = hi < -allowed
+    improved = ~fail & (lo > 0)
+    passed = ~fail & ~improved & ((lo >= -allowed) | (mde <= allowed))
+    return np.where(fail, "fail", np.where(improved, "improved", np.where(passed, "pass", "inconclusive")))
+
+
+def binary_decision(n01: Any, n10: Any, n: Any, allowed: Any, confidence: float = 0.95, power: float = 0.8,
+                    discordance: float | None = None) -> dict:
+    """Gate statistics for paired binary outcomes, from counts (arrays allowed).
+
+    n01 = items the candidate gained (baseline 0 -> candidate 1), n10 = items it lost. Returns
+    arrays: center (adjusted change), se, lo, hi (one-sided `confidence` bounds, Agresti-Min),
+    p (one-sided p-value of H0: change >= -allowed), psi (variance bound used), mde, verdict.
+    """
+    n01, n10, n = (np.asarray(v, dtype=float) for v in (n01, n10, n))
+    z = float(stats.norm.ppf(confidence))
+    center, se = _agresti_min(n01, n10, n, z)
+    lo, hi = np.maximum(center - z * se, -1.0), np.minimum(center + z * se, 1.0)
+    p = stats.norm.cdf((center + np.asarray(allowed, float)) / se)
+    psi = (np.full(np.shape(center), float(discordance)) if discordance is not None
+           else _wilson_upper((n01 + n10) / n, n, z))
+    mde = (z + float(stats.norm.ppf(power))) * np.sqrt(psi / n)
+    return {"center": center, "se": se, "lo": lo, "hi": hi, "p": p, "psi": psi, "mde": mde,
+            "verdict": _classify(lo, hi, allowed, mde)}
+
+
+def continuous_decision(mean_d: Any, sd_d: Any, m2: Any, n: Any, allowed: Any, confidence: float = 0.95,
+                        power: float = 0.8, discordance: float | None = None, scale: Any = 1.0) -> dict:
+    """Gate statistics for paired non-binary scores from the per-item differences' mean, standard
+    deviation (ddof=1), second moment E[d^2] and count (arrays allowed): paired t bounds, and an
+    MDE from the Wilson upper bound of E[d^2] (scores scaled to [0, 1] by `scale`, the largest
+    |difference| when above 1)."""
+    mean_d, sd_d, m2, n, scale = (np.asarray(v, dtype=float) for v in (mean_d, sd_d, m2, n, scale))
+    allowed = np.asarray(allowed, dtype=float)
+    z = float(stats.norm.ppf(confidence))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.maximum(n - 1, 1)
+        q = stats.t.ppf(confidence, df)
+        se = np.where(n >= 2, sd_d / np.sqrt(n), np.inf)
+        lo, hi = mean_d - q * se, mean_d + q * se
+        tstat = np.where(se > 0, (mean_d + allowed) / se, np.where(mean_d + allowed < 0, -np.inf, np.inf))
+        p = np.where(n >= 2, stats.t.cdf(tstat, df), np.nan)
+        psi = (np.full(np.shape(mean_d), float(discordance)) if discordance is not None
+               else scale ** 2 * _wilson_upper(np.clip(m2 / scale ** 2, 0, 1), n, z))
+        mde = (z + float(stats.norm.ppf(power))) * np.sqrt(psi / n)
+    return {"center": mean_d, "se": se, "lo": lo, "hi": hi, "p": p, "psi": psi, "mde": mde,
+            "verdict": _classify(lo, hi, allowed, mde)}
+
+
+def _needed_n(psi: float, allowed: float, confidence: float, power: float) -> int | None:
+    if allowed <= 0 or not math.isfinite(psi):
+        return None
+    k = float(stats.norm.ppf(confidence) + stats.norm.ppf(power))
+    return int(math.ceil(k * k * psi / allowed ** 2 - 1e-9))
+
+
+# ----- comparison -------------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    """One gated metric's result (a row of the table, a JUnit test case, a pytest test)."""
+
+    metric: str
+    task: str
+    score: str               # metric key within the task ('accuracy', 'acc', ...)
+    n: int                   # items compared (total over parts for an aggregate)
+    base: float
+    cand: float
+    diff: float              # cand - base (raw means)
+    lo: float                # one-sided lower confidence bound on diff
+    hi: float                # one-sided upper confidence bound on diff
+    p: float                 # one-sided p-value of H0 "drop <= allowance" (fail iff p < 1 - confidence)
+    p_change: float          # two-sided p-value of "no change" (McNemar exact / paired t / normal)
+    test: str
+    allowed: float           # allowed drop in score units
+    allowance: str           # as written in the gate file
+    confidence: float
+    power: float
+    mde: float
+    needed_n: int | None
+    verdict: str             # pass | improved | inconclusive | fail
+    on_inconclusive: str     # pass | fail
+    gained: int | None = None
+    lost: int | None = None
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """True when this metric makes the gate exit non-zero."""
+        return self.verdict == "fail" or (self.verdict == "inconclusive" and self.on_inconclusive == "fail")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pts(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
+
+
+def _spts(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:+.1f}"
+
+
+def _message(v: Verdict) -> str:
+    conf = f"{100 * v.confidence:g}%"
+    ci = f"[{_spts(v.lo)}, {_spts(v.hi)}]"
+    if v.verdict == "fail":
+        return (f"{v.metric}: dropped {_pts(-v.diff)} pts ({_pts(v.base)} -> {_pts(v.cand)}, n={v.n}); the drop "
+                f"exceeds the allowed {_pts(v.allowed)} pts at {conf} confidence (change bounds {ci} pts, "
+                f"p={v.p:.3g})")
+    if v.verdict == "improved":
+        return (f"{v.metric}: improved by {_pts(v.diff)} pts ({_pts(v.base)} -> {_pts(v.cand)}, n={v.n}); "
+                f"lower bound {_spts(v.lo)} pts at {conf} confidence")
+    if v.verdict == "inconclusive":
+        need = f"about {v.needed_n:,} items would be needed" if v.needed_n else "no finite sample can show a 0 drop"
+        return (f"{v.metric}: inconclusive: with n={v.n} the smallest detectable drop (MDE at {conf}, "
+                f"power {v.power:g}) is {_pts(v.mde)} pts, above the allowed {_pts(v.allowed)} pts; {need} "
+                f"(change {_spts(v.diff)} pts, bounds {ci}; counted as {v.on_inconclusive} by the gate file)")
+    note = ""
+    if -v.diff > v.allowed:
+        note = "; the observed drop exceeds the allowance but not significantly"
+    return (f"{v.metric}: pass: change {_spts(v.diff)} pts ({_pts(v.base)} -> {_pts(v.cand)}, n={v.n}), "
+            f"bounds {ci} at {conf}; allowed drop {_pts(v.allowed)} pts{note}")
+
+
+def _check_suites(cfg: GateConfig, base: OutcomeSet, cand: OutcomeSet) -> None:
+    if cfg.suite and base.suite and cfg.suite != base.suite:
+        raise ConfigError(f"baseline {base.source} is from suite {base.suite!r} but the gate file {cfg.path} "
+                          f"is for suite {cfg.suite!r}")
+    if cfg.suite and cand.suite and cfg.suite != cand.suite:
+        raise ConfigError(f"candidate {cand.source} is from suite {cand.suite!r} but the gate file {cfg.path} "
+                          f"is for suite {cfg.suite!r}")
+    if base.suite and cand.suite and base.suite != cand.suite:
+        raise ConfigError(f"baseline {base.source} is from suite {base.suite!r} but candidate {cand.source} "
+                          f"from suite {cand.suite!r}")
+
+
+def _examples(ids: set[str], k: int = 3) -> str:
+    s = sorted(ids)
+    return ", ".join(s[:k]) + (", ..." if len(s) > k else "")
+
+
+def _check_items(cfg: GateConfig, base: OutcomeSet, cand: OutcomeSet) -> None:
+    problems = []
+    for name in cfg.needed_metrics():
+        for role, o in (("baseline", base), ("candidate", cand)):
+            if name not in o.metrics:
+                extra = ""
+                if name in (o.meta or {}).get("incomplete", []):
+                    extra = " (its evaluation is incomplete)"
+                raise ConfigError(f"{role} {o.source} has no metric {name!r} required by {cfg.path}{extra} "
+                                  f"(it has: {', '.join(sorted(o.metrics)) or 'none'})")
+        b, c = set(base.metrics[name]["items"]), set(cand.metrics[name]["items"])
+        if not b:
+            raise ConfigError(f"baseline {base.source}: metric {name!r} has no items")
+        missing = b - c
+        if missing:
+            only_c = c - b
+            msg = (f"metric {name!r}: baseline {base.source} and candidate {cand.source} are on different item "
+                   f"sets: {len(missing)} of the baseline's {len(b)} items are missing from the candidate "
+                   f"(e.g. {_examples(missing)})")
+            if only_c:
+                msg += f" and {len(only_c)} candidate items are not in the baseline (e.g. {_examples(only_c)})"
+            problems.append(msg)
+    if problems:
+        more = f" (and {len(problems) - 1} more metric(s) differ)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+
+
+def _allowed(rule: Rule, base_mean: float) -> tuple[float, str]:
+    if rule.max_drop is not None:
+        return rule.max_drop, f"{_pts(rule.max_drop)} pts"
+    allowed = rule.max_rel_drop * abs(base_mean)
+    return allowed, f"{100 * rule.max_rel_drop:g}% rel = {_pts(allowed)} pts"
+
+
+def _metric_stats(x: np.ndarray, y: np.ndarray, rule: Rule, allowed: float) -> dict:
+    n = x.size
+    binary = bool(np.all((x == 0) | (x == 1)) and np.all((y == 0) | (y == 1)))
+    if binary:
+        n01 = int(np.sum((x == 0) & (y == 1)))
+        n10 = int(np.sum((x == 1) & (y == 0)))
+        r = binary_decision(n01, n10, n, allowed, rule.confidence, rule.power, rule.discordance)
+        m = mcnemar(x, y)
+        return {k: (v.item() if isinstance(v, np.ndarray) else v) for k, v in r.items()} | {
+            "p_change": m["p"], "test": "McNemar exact + Agresti-Min", "gained": n01, "lost": n10}
+    d = y - x
+    sd = float(d.std(ddof=1)) if n >= 2 else math.nan
+    scale = max(1.0, float(np.max(np.abs(d))) if n else 1.0)
+    r = continuous_decision(d.mean(), sd, float(np.mean(d * d)), n, allowed, rule.confidence, rule.power,
+                            rule.discordance, scale)
+    if n >= 2 and sd > 0:
+        p_change = float(2 * stats.t.sf(abs(d.mean()) / (sd / math.sqrt(n)), n - 1))
+    else:
+        p_change = 1.0 if d.mean() == 0 else (0.0 if n >= 2 else math.nan)
+    return {k: (v.item() if isinstance(v, np.ndarray) else v) for k, v in r.items()} | {
+        "p_change": p_change, "test": "paired t", "gained": int(np.sum(d > 0)), "lost": int(np.sum(d < 0))}
+
+
+def compare(baseline: OutcomeSet, candidate: OutcomeSet, cfg: GateConfig) -> list[Verdict]:
+    """Compare a candidate with a baseline on every gated metric, on exactly the baseline's items.
+
+    Raises ConfigError (exit 2) when the two come from different suites, a metric is missing, or
+    the candidate lacks baseline items; extra candidate items are ignored (pairing needs the same
+    items on both sides).
+    """
+    baseline, candidate = as_outcome_set(baseline), as_outcome_set(candidate)
+    _check_suites(cfg, baseline, candidate)
+    _check_items(cfg, baseline, candidate)
+
+    def pair(name: str) -> tuple[np.ndarray, np.ndarray]:
+        bi, ci = baseline.metrics[name]["items"], candidate.metrics[name]["items"]
+        keys = sorted(bi)
+        return np.array([bi[k] for k in keys]), np.array([ci[k] for k in keys])
+
+    rows = []
+    for rule in cfg.rules:
+        if rule.mean_of:
+            rows.append(_aggregate(rule, [pair(m) for m in rule.mean_of], baseline))
+            continue
+        x, y = pair(rule.metric)
+        allowed, text = _allowed(rule, float(x.mean()))
+        s = _metric_stats(x, y, rule, allowed)
+        m = baseline.metrics[rule.metric]
+        rows.append(Verdict(
+            metric=rule.metric, task=m["task"], score=m["metric"], n=int(x.size), base=float(x.mean()),
+            cand=float(y.mean()), diff=float(y.mean() - x.mean()), lo=float(s["lo"]), hi=float(s["hi"]),
+            p=float(s["p"]), p_change=float(s["p_change"]), test=s["test"], allowed=allowed, allowance=text,
+            confidence=rule.confidence, power=rule.power, mde=float(s["mde"]),
+            needed_n=_needed_n(float(s["psi"]), allowed, rule.confidence, rule.power),
+            verdict=str(s["verdict"]), on_inconclusive=rule.inconclusive, gained=s["gained"], lost=s["lost"]))
+    for v in rows:
+        v.message = _message(v)
+    return rows
+
+
+def _aggregate(rule: Rule, pairs: list[tuple[np.ndarray, np.ndarray]], baseline: OutcomeSet) -> Verdict:
+    """An unweighted mean over benchmarks: change = mean of per-benchmark changes; its variance is
+    the sum of the per-benchmark variances / K^2 (benchmarks are independent item samples)."""
+    k = len(pairs)
+    parts = []
+    for x, y in pairs:
+        s = _metric_stats(x, y, Rule(metric="", max_drop=0.0, confidence=rule.confidence, power=rule.power,
+                                     discordance=rule.discordance), 0.0)
+        parts.append((x, y, s))
+    base = float(np.mean([x.mean() for x, _, _ in parts]))
+    cand = float(np.mean([y.mean() for _, y, _ in parts]))
+    center = float(np.mean([s["center"] for _, _, s in parts]))
+    se = math.sqrt(sum(float(s["se"]) ** 2 for _, _, s in parts)) / k
+    allowed, text = _allowed(rule, base)
+    z = float(stats.norm.ppf(rule.confidence))
+    lo, hi = center - z * se, center + z * se
+    kq = z + float(stats.norm.ppf(rule.power))
+    var_unit = sum(float(s["psi"]) / x.size for x, _, s in parts) / k ** 2  # variance of the mean change
+    mde = kq * math.sqrt(var_unit)
+    n_total = int(sum(x.size for x, _, _ in parts))
+    needed = None
+    if allowed > 0 and math.isfinite(mde):
+        needed = int(math.ceil(n_total * (mde / allowed) ** 2 - 1e-9))
+    if se > 0:
+        p = float(stats.norm.cdf((center + allowed) / se))
+        p_change = float(2 * stats.norm.sf(abs(center) / se))
+    else:
+        p = 0.0 if center < -allowed else 1.0
+        p_change = 1.0 if center == 0 else 0.0
+    verdict = str(_classify(lo, hi, allowed, mde))
+    return Verdict(metric=rule.metric, task="mean of " + ", ".join(rule.mean_of or []), score="mean", n=n_total,
+                   base=base, cand=cand, diff=cand - base, lo=lo, hi=hi, p=p, p_change=p_change,
+                   test=f"normal, mean of {k}", allowed=allowed, allowance=text, confidence=rule.confidence,
+                   power=rule.power, mde=mde, needed_n=needed, verdict=verdict,
+                   on_inconclusive=rule.inconclusive,
+                   gained=int(sum(s["gained"] for *_, s in parts)), lost=int(sum(s["lost"] for *_, s in parts)))
+
+
+def exit_code(rows: Sequence[Verdict], cfg: GateConfig | None = None) -> int:
+    """1 if any metric failed (a regression), else 2 if an inconclusive metric counts as failing
+    (cannot decide), else 0. The rule's own `inconclusive` setting is used (cfg is accepted for
+    symmetry; rows already carry it)."""
+    if any(r.verdict == "fail" for r in rows):
+        return 1
+    if any(r.verdict == "inconclusive" and r.on_inconclusive == "fail" for r in rows):
+        return 2
+    return 0
+
+
+# ----- running ----------------------------------------------------------------------------------
+@dataclass
+class GateResult:
+    rows: list[Verdict]
+    config: GateConfig
+    baseline: OutcomeSet
+    candidate: OutcomeSet
+    exit_code: int
+
+
+def default_evaluator() -> Evaluator | None:
+    """The project's checkpoint evaluator, `harness.evaluate.evaluate_candidate`, if it exists."""
+    try:
+        from . import evaluate
+    except Exception:  # pragma: no cover - heavy optional import
+        return None
+    return getattr(evaluate, "evaluate_candidate", None)
+
+
+def lazy_default_evaluator(spec: str, metrics: Mapping[str, list[str]], store: Any) -> Any:
+    """Calls `default_evaluator()` only when a checkpoint must be evaluated, so gating two stored
+    results never imports the model stack (torch, transformers)."""
+    ev = default_evaluator()
+    if ev is None:
+        raise ConfigError(f"candidate {spec!r} is not a baseline file or a stored run, and no evaluator is "
+                          "available to evaluate it (harness.evaluate.evaluate_candidate not found)")
+    return ev(spec, metrics, store)
+
+
+def run_gate(baseline: Any, candidate: Any, gate_path: str | Path, store: Any = None,
+             evaluator: Evaluator | None = None, record: bool = False) -> GateResult:
+    """Resolve both sides, compare, and return rows with the exit code.
+
+    `candidate` may be a baseline-format JSON file, a stored run (`RUN[#ARM]`), an outcome set,
+    or anything else the evaluator understands (a checkpoint path or model spec): then
+    `evaluator(candidate, metrics, store)` is called, where `metrics` maps each needed metric to
+    the baseline's item ids (iterating it gives the metric names), and must return an outcome set.
+    With `record`, a 'gate' run holding the verdicts is added to the store.
+    """
+    cfg = load_gate_config(gate_path)
+    base = load_baseline(baseline, store)
+    lacking = [m for m in cfg.needed_metrics() if m not in base.metrics]
+    if lacking:  # say so before an expensive evaluation of the candidate
+        raise ConfigError(f"baseline {base.source} has no metric {lacking[0]!r} required by {cfg.path} "
+                          f"(it has: {', '.join(sorted(base.metrics)) or 'none'})")
+    if cfg.suite and base.suite and cfg.suite != base.suite:
+        _check_suites(cfg, base, base)
+    cand = _resolve(candidate, store, role="candidate")
+    if cand is None:
+        if evaluator is None:
+            raise ConfigError(f"candidate {candidate!r} is not a baseline file or a stored run, and no evaluator "
+                              "is available to evaluate it")
+        wanted = {m: sorted(base.metrics[m]["items"]) if m in base.metrics else [] for m in cfg.needed_metrics()}
+        cand = as_outcome_set(evaluator(str(candidate), wanted, store), source=str(candidate))
+    rows = compare(base, cand, cfg)
+    code = exit_code(rows, cfg)
+    if record and store is not None:
+        rid = store.new_run("gate", name=cfg.name, config={"baseline": str(baseline), "candidate": str(candidate),
+                                                           "gate": cfg.path})
+        store.finish_run(rid, meta={"exit_code": code, "rows": [r.as_dict() for r in rows]})
+    return GateResult(rows=rows, config=cfg, baseline=base, candidate=cand, exit_code=code)
+
+
+# ----- rendering --------------------------------------------------------------------------------
+_STYLE = {"pass": "green", "improved": "bold green", "inconclusive": "yellow", "fail": "bold red"}
+_ICON = {"pass": "✅", "improved": "🟢", "inconclusive": "⚠️", "fail": "❌"}
+
+
+def _verdict_text(r: Verdict) -> str:
+    if r.verdict == "inconclusive":
+        return f"inconclusive ({r.on_inconclusive})"
+    return r.verdict
+
+
+def render_table(rows: Sequence[Verdict], title: str | None = None):
+    """A rich Table of the verdicts (print it with a rich Console)."""
+    from rich.table import Table
+
+    conf = {r.confidence for r in rows}
+    band = f"{100 * (2 * next(iter(conf)) - 1):g}% CI" if len(conf) == 1 else "CI (2c-1)"
+    t = Table(title=title or "harness gate", title_justify="left")
+    for col, j in (("metric", "left"), ("n", "right"), ("base", "right"), ("cand", "right"), ("Δ pts", "right"),
+                   (band, "right"), ("p", "right"), ("allowed", "right"), ("MDE", "right"),
+                   ("needed n", "right"), ("verdict", "left")):
+        t.add_column(col, justify=j)
+    for r in rows:
+        t.add_row(r.metric, str(r.n), _pts(r.base), _pts(r.cand), _spts(r.diff), f"{_spts(r.lo)} … {_spts(r.hi)}",
+                  f"{r.p:.3g}", r.allowance, _pts(r.mde),
+                  f"{r.needed_n:,}" if r.verdict == "inconclusive" and r.needed_n else "",
+                  f"[{_STYLE[r.verdict]}]{_verdict_text(r)}[/]")
+    return t
+
+
+def render_markdown(rows: Sequence[Verdict], baseline: str = "", candidate: str = "", gate: str = "",
+                    code: int | None = None) -> str:
+    """A Markdown report for a pull-request comment (starts with a hidden marker so a workflow can
+    update its previous comment instead of adding a new one)."""
+    code = exit_code(rows) if code is None else code
+    head = {0: "✅ **Gate passed**", 1: "❌ **Gate failed: regression**",
+            2: "⚠️ **Gate cannot decide** (inconclusive metrics count as failing)"}[code]
+    lines = [MARKER, f"### harness gate: {head}", ""]
+    if baseline or candidate:
+        lines += [f"Baseline `{baseline}` → candidate `{candidate}`" + (f", rules `{gate}`" if gate else ""), ""]
+    lines += ["| metric | n | baseline | candidate | Δ (pts) | CI (pts) | p | allowed drop | MDE (pts) | needed n "
+              "| verdict |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        band = f"{100 * (2 * r.confidence - 1):g}%: {_spts(r.lo)} … {_spts(r.hi)}"
+        need = f"{r.needed_n:,}" if r.verdict == "inconclusive" and r.needed_n else ""
+        lines.append(f"| `{r.metric}` | {r.n} | {_pts(r.base)} | {_pts(r.cand)} | {_spts(r.diff)} | {band} | "
+                     f"{r.p:.3g} | {r.allowance} | {_pts(r.mde)} | {need} | {_ICON[r.verdict]} {_verdict_text(r)} |")
+    notable = [r for r in rows if r.verdict != "pass"]
+    if notable:
+        lines += [""] + [f"- {r.message}" for r in notable]
+    lines += ["", "<details><summary>How to read this</summary>", "",
+              "Δ = candidate − baseline on the same items, in percentage points. A metric **fails** only when "
+              "the upper one-sided confidence bound of Δ is below −(allowed drop), i.e. the drop significantly "
+              "exceeds the allowance (p is that one-sided test's p-value). **Improved**: the lower bound is "
+              "above 0. **Inconclusive**: the sample cannot detect a drop of the allowed size (MDE, the smallest "
+              "drop detected with the stated power, exceeds it) and the interval does not rule it out; *needed n* "
+              "is the sample size at which it could. The CI column is the two-sided interval whose ends are the "
+              "one-sided bounds.", "", "</details>", ""]
+    return "\n".join(lines)
+
+
+def render_junit(rows: Sequence[Verdict], path: str | Path, name: str = "harness-gate") -> Path:
+    """JUnit XML, one test case per gated metric: fail -> <failure>, inconclusive counted as failing
+    -> <failure type="inconclusive">, inconclusive allowed -> <skipped>."""
+    failures = sum(r.failed for r in rows)
+    skipped = sum(r.verdict == "inconclusive" and not r.failed for r in rows)
+    suites = ET.Element("testsuites", name=name, tests=str(len(rows)), failures=str(failures), errors="0")
+    suite = ET.SubElement(suites, "testsuite", name=name, tests=str(len(rows)), failures=str(failures),
+                          errors="0", skipped=str(skipped))
+    for r in rows:
+        tc = ET.SubElement(suite, "testcase", classname=f"{name}.{r.task.split(' ')[0]}", name=r.metric, time="0")
+        if r.failed:
+            el = ET.SubElement(tc, "failure", message=r.message, type=r.verdict)
+            el.text = json.dumps(r.as_dict(), indent=2, default=str)
+        elif r.verdict == "inconclusive":
+            ET.SubElement(tc, "skipped", message=r.message)
+        out = ET.SubElement(tc, "system-out")
+        out.text = r.message
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def gate_command(baseline: str, candidate: str, suite: str | Path, db: str | Path | None = None,
+                 markdown: str | Path | None = None, junit: str | Path | None = None, console: Any = None,
+                 evaluator: Evaluator | None = None) -> int:
+    """What `harness gate` does: run the gate, print the table, write the Markdown and JUnit files,
+    and return the exit code. HarnessError propagates (the CLI prints it as one line, exit 2).
+    The store is opened only if the file exists (`--db`, `HARNESS_DB`, or results/harness.db)."""
+    from rich.console import Console
+
+    from .paths import results_db
+    from .store import Store
+
+    console = console or Console()
+    dbp = results_db(db)
+    store = Store(dbp) if Path(dbp).is_file() else None
+    try:
+        res = run_gate(baseline, candidate, suite, store=store,
+                       evaluator=evaluator if evaluator is not None else lazy_default_evaluator, record=True)
+    finally:
+        if store is not None:
+            store.close()
+    console.print(render_table(res.rows, title=f"harness gate: {res.baseline.source} → {res.candidate.source}"))
+    for r in res.rows:
+        if r.verdict != "pass":
+            console.print(f"[{_STYLE[r.verdict]}]{r.message}[/]", highlight=False)
+    console.print({0: "[green]gate passed[/]", 1: "[bold red]gate failed: regression[/]",
+                   2: "[yellow]gate cannot decide[/]"}[res.exit_code])
+    if markdown:
+        Path(markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(markdown).write_text(render_markdown(res.rows, res.baseline.source, res.candidate.source,
+                                                  str(suite), res.exit_code))
+    if junit:
+        render_junit(res.rows, junit)
+    return res.exit_code
+
+
+__all__ = ["OutcomeSet", "Rule", "GateConfig", "Verdict", "GateResult", "as_outcome_set", "item_set_hash",
+           "save_baseline", "load_baseline", "outcomes_from_store", "load_gate_config", "binary_decision",
+           "continuous_decision", "compare", "exit_code", "run_gate", "default_evaluator", "lazy_default_evaluator", "render_table",
+           "render_markdown", "render_junit", "gate_command", "HarnessError"]

@@ -1,0 +1,458 @@
+"""Statistics over stored per-item outcomes: intervals, paired tests, forgetting, power.
+
+    from harness.metrics import mean_ci, paired_test, forgetting, mde
+    mean, lo, hi = mean_ci([1, 0, 1, 1])              # Wilson interval (binary scores)
+    paired_test(base_scores, sft_scores)              # McNemar (binary) or paired bootstrap
+
+Pure functions of numbers (numpy + scipy, no torch), so reports and the gate can be rebuilt from
+the results store anywhere. Conventions:
+
+- Scores are per item, in the same item order for paired functions (`a` = reference/baseline,
+  `b` = arm/candidate); differences are always `b - a`, so a negative difference is a drop.
+- "Binary" means every score is exactly 0 or 1; binary metrics get exact or score-based methods
+  because the small test sets this project affords (68 tool-use items) break normal approximations.
+- Confidence levels are two-sided unless a docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "CHANCE", "is_binary", "wilson_interval", "mean_ci", "paired_binary_ci", "paired_bootstrap",
+    "mcnemar", "paired_test", "holm", "benjamini_hochberg", "seed_ci", "prior_average",
+    "forgetting", "prior_average_change_ci", "flip_table", "mde", "required_n", "cost_ratio",
+    "cost_table", "is_at_chance",
+]
+
+#: Chance accuracy of the prior benchmarks whose chance level is fixed (0-shot multiple choice).
+#: Generation benchmarks (IFEval, HumanEval) have chance 0; TruthfulQA mc1 has a variable number of
+#: options per item, so it is left out rather than approximated.
+CHANCE = {"prior/hellaswag": 0.25, "prior/mmlu": 0.25, "prior/winogrande": 0.5,
+          "prior/ifeval": 0.0, "prior/humaneval": 0.0}
+
+
+def _z(conf: float) -> float:
+    """Two-sided normal quantile for a confidence level."""
+    return float(stats.norm.ppf(0.5 + conf / 2))
+
+
+def _arr(x: Any) -> np.ndarray:
+    a = np.asarray(list(x.values()) if isinstance(x, Mapping) else x, dtype=float)
+    if a.ndim != 1:
+        raise ValueError(f"expected a 1-d sequence of scores, got shape {a.shape}")
+    return a
+
+
+def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Align two paired score collections: mappings by key (same key sets required), sequences
+    by position (same length required)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        if set(a) != set(b):
+            raise ValueError(f"paired scores cover different items: {len(set(a) - set(b))} only in the "
+                             f"first, {len(set(b) - set(a))} only in the second")
+        keys = sorted(a)
+        return np.asarray([a[k] for k in keys], float), np.asarray([b[k] for k in keys], float)
+    x, y = _arr(a), _arr(b)
+    if x.shape != y.shape:
+        raise ValueError(f"paired scores differ in length: {len(x)} vs {len(y)}")
+    return x, y
+
+
+def is_binary(scores: Any) -> bool:
+    """True when every score is exactly 0 or 1 (an empty sequence is not binary)."""
+    a = _arr(scores)
+    return a.size > 0 and bool(np.all((a == 0) | (a == 1)))
+
+
+def wilson_interval(k: float, n: float, conf: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n.
+
+    Chosen over the normal (Wald) interval because it keeps near-nominal coverage for small n and
+    for proportions near 0 or 1 (Wald collapses to zero width at 0/n), which is exactly where
+    small CPU runs and near-chance or near-ceiling benchmarks live. `k` may be fractional (used
+    for bounded [0, 1] means); then it is an approximation.
+    """
+    if n <= 0:
+        return (0.0, 1.0)
+    z = _z(conf)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def mean_ci(scores: Any, conf: float = 0.95) -> tuple[float, float, float]:
+    """Mean of per-item scores with a two-sided confidence interval: (mean, lo, hi).
+
+    Binary scores get the Wilson score interval (see `wilson_interval`); other scores get a
+    Student-t interval, the standard interval for a mean whose variance is estimated from the
+    same sample (it widens correctly for small n). With one non-binary item, lo and hi are NaN.
+    """
+    a = _arr(scores)
+    n = a.size
+    if n == 0:
+        raise ValueError("mean_ci: no scores")
+    m = float(a.mean())
+    if is_binary(a):
+        lo, hi = wilson_interval(float(a.sum()), n, conf)
+        return (m, lo, hi)
+    if n < 2:
+        return (m, math.nan, math.nan)
+    h = float(stats.t.ppf(0.5 + conf / 2, n - 1)) * float(a.std(ddof=1)) / math.sqrt(n)
+    return (m, m - h, m + h)
+
+
+def _agresti_min(n01: Any, n10: Any, n: Any, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """Adjusted paired difference and its standard error (vectorised over arrays of counts)."""
+    n01, n10, n = (np.asarray(v, dtype=float) for v in (n01, n10, n))
+    na = n + 2.0  # add 0.5 to each of the four cells
+    d = ((n01 + 0.5) - (n10 + 0.5)) / na
+    var = np.maximum(((n01 + 0.5) + (n10 + 0.5)) / na - d * d, 0.0) / na
+    return d, np.sqrt(var)
+
+
+def paired_binary_ci(a: Any, b: Any, conf: float = 0.95) -> tuple[float, float, float]:
+    """Difference of two paired proportions mean(b) - mean(a) with a two-sided interval.
+
+    Agresti & Min (2005) adjusted Wald interval: add 0.5 to each cell of the 2x2 paired table and
+    use the paired variance. Chosen because the plain Wald interval has zero width when no item
+    changed (the common case for a candidate close to its baseline) and undercovers with few
+    discordant pairs, while this simple adjustment has near-nominal coverage down to small n and
+    vectorises (the gate's simulation tests rely on that). Returns (raw difference, lo, hi).
+    """
+    x, y = _pair(a, b)
+    n01 = float(np.sum((x == 0) & (y == 1)))
+    n10 = float(np.sum((x == 1) & (y == 0)))
+    d_adj, se = _agresti_min(n01, n10, x.size, _z(conf))
+    h = _z(conf) * float(se)
+    return (float(y.mean() - x.mean()), max(-1.0, float(d_adj) - h), min(1.0, float(d_adj) + h))
+
+
+def _boot_means(d: np.ndarray, n_boot: int, rng: np.random.Generator, chunk_elems: int = 4_000_000) -> np.ndarray:
+    """Bootstrap replicate means of `d` (resampling its entries), in memory-bounded chunks."""
+    n = d.size
+    out = np.empty(n_boot)
+    rows = max(1, chunk_elems // max(n, 1))
+    for s in range(0, n_boot, rows):
+        e = min(n_boot, s + rows)
+        out[s:e] = d[rng.integers(0, n, size=(e - s, n))].mean(axis=1)
+    return out
+
+
+def paired_bootstrap(a: Any, b: Any, n_boot: int = 10000, seed: int = 0, conf: float = 0.95) -> dict:
+    """Paired bootstrap over items of mean(b) - mean(a): dict(diff, lo, hi, p).
+
+    Items are resampled with replacement and both arms keep the same resampled items, so the
+    item-to-item correlation between arms (large: the same hard items stay hard) is kept; this is
+    what makes a paired comparison far more sensitive than comparing two separate intervals. It
+    makes no distributional assumption, so it suits non-binary scores (fractional IFEval credit,
+    pass@k). The interval is the percentile interval; `p` is two-sided for "no difference",
+    computed from the bootstrap distribution re-centred on 0 (with the +1 correction so p > 0).
+    """
+    x, y = _pair(a, b)
+    if x.size == 0:
+        raise ValueError("paired_bootstrap: no items")
+    d = y - x
+    diff = float(d.mean())
+    boot = _boot_means(d, n_boot, np.random.default_rng(seed))
+    lo, hi = np.quantile(boot, [0.5 - conf / 2, 0.5 + conf / 2])
+    if diff == 0.0:
+        p = 1.0
+    else:
+        p = float((1 + np.sum(np.abs(boot - diff) >= abs(diff))) / (n_boot + 1))
+    return {"diff": diff, "lo": float(lo), "hi": float(hi), "p": min(1.0, p)}
+
+
+def mcnemar(a: Any, b: Any) -> dict:
+    """Exact McNemar test for paired binary outcomes: dict(n01, n10, p).
+
+    n01 = items wrong in `a` and right in `b` (gains of b), n10 = right in `a`, wrong in `b`
+    (losses). Only discordant items carry information about a difference; under "no difference"
+    each is a gain or a loss with probability 1/2, so the exact two-sided binomial p-value on
+    min(n01, n10) out of n01 + n10 is used. Exact rather than the chi-square version because
+    discordant counts are often small (tens of items), where the chi-square approximation is poor.
+    """
+    x, y = _pair(a, b)
+    if not (is_binary(x) and is_binary(y)):
+        raise ValueError("mcnemar needs binary (0/1) scores")
+    n01 = int(np.sum((x == 0) & (y == 1)))
+    n10 = int(np.sum((x == 1) & (y == 0)))
+    m = n01 + n10
+    p = 1.0 if m == 0 else min(1.0, 2.0 * float(stats.binom.cdf(min(n01, n10), m, 0.5)))
+    return {"n01": n01, "n10": n10, "p": p}
+
+
+def paired_test(a: Any, b: Any, conf: float = 0.95, n_boot: int = 10000, seed: int = 0) -> dict:
+    """Paired comparison of arm `b` against reference `a`: dict(test, diff, lo, hi, p).
+
+    Binary scores: exact McNemar p-value with the Agresti-Min interval (`paired_binary_ci`).
+    Otherwise: paired bootstrap (`paired_bootstrap`). `diff` = mean(b) - mean(a).
+    """
+    x, y = _pair(a, b)
+    if is_binary(x) and is_binary(y):
+        m = mcnemar(x, y)
+        diff, lo, hi = paired_binary_ci(x, y, conf)
+        return {"test": "mcnemar", "diff": diff, "lo": lo, "hi": hi, "p": m["p"],
+                "n01": m["n01"], "n10": m["n10"]}
+    r = paired_bootstrap(x, y, n_boot=n_boot, seed=seed, conf=conf)
+    return {"test": "bootstrap", **r}
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values (same order as given; NaN stays NaN).
+
+    Controls the family-wise error rate (the chance of any false "significant") under any
+    dependence between tests, which is what a gate over six correlated benchmarks needs, and is
+    uniformly more powerful than Bonferroni.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = ok.size
+    if m == 0:
+        return out.tolist()
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adj, 1.0)
+    return out.tolist()
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values), same order as given; NaN stays NaN.
+
+    Controls the false discovery rate rather than the family-wise error: the better choice for
+    exploratory "which items/benchmarks changed" views with many comparisons.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = ok.size
+    if m == 0:
+        return out.tolist()
+    order = ok[np.argsort(p[ok], kind="stable")]
+    ranked = p[order] * m / np.arange(1, m + 1)
+    adj = np.minimum.accumulate(ranked[::-1])[::-1]
+    out[order] = np.minimum(adj, 1.0)
+    return out.tolist()
+
+
+def seed_ci(values: Sequence[float], conf: float = 0.95) -> tuple[float, float, float]:
+    """Mean across seeds with a Student-t interval: (mean, lo, hi).
+
+    Seeds are few (3 in the paper), so the t quantile with n-1 degrees of freedom is essential (at
+    n=3 it is 4.30, not 1.96). This interval covers training randomness; item sampling noise is
+    covered by the per-item intervals. With a single seed there is no spread estimate: lo and hi
+    are NaN and the report should say n=1.
+    """
+    a = _arr(values)
+    if a.size == 0:
+        raise ValueError("seed_ci: no values")
+    m = float(a.mean())
+    if a.size < 2:
+        return (m, math.nan, math.nan)
+    h = float(stats.t.ppf(0.5 + conf / 2, a.size - 1)) * float(a.std(ddof=1)) / math.sqrt(a.size)
+    return (m, m - h, m + h)
+
+
+def prior_average(values: Mapping[str, float | None]) -> float:
+    """Unweighted mean across prior benchmarks (the paper's headline forgetting number).
+
+    Unweighted, as in the paper, so a 14k-item benchmark (MMLU) does not drown a 164-item one
+    (HumanEval). A missing (None) or NaN benchmark makes the result NaN on purpose: silently
+    averaging fewer benchmarks would change what the number means.
+    """
+    if not values:
+        raise ValueError("prior_average: no benchmarks")
+    vals = [math.nan if v is None else float(v) for v in values.values()]
+    return float(np.mean(vals))
+
+
+def forgetting(base_avg: float, arm_avg: float) -> float:
+    """Forgetting = base - arm (positive means the arm lost prior capability)."""
+    return float(base_avg) - float(arm_avg)
+
+
+def prior_average_change_ci(base: Mapping[str, Any], arm: Mapping[str, Any], n_boot: int = 10000,
+                            seed: int = 0, conf: float = 0.95) -> dict:
+    """Change in the unweighted prior average (arm - base) with a paired bootstrap interval.
+
+    `base` and `arm` map benchmark -> per-item scores (mappings item->score, aligned by item, or
+    sequences in the same item order). Each replicate resamples items within every benchmark
+    (benchmarks are fixed, items are the sampling unit), keeping the pairing between arms, then
+    averages the per-benchmark mean differences with equal weights. Returns dict(diff, lo, hi, p,
+    forgetting, forgetting_lo, forgetting_hi); `p` is two-sided for "no change" (re-centred
+    bootstrap), and forgetting = -diff with the interval mirrored.
+    """
+    if set(base) != set(arm):
+        raise ValueError(f"benchmarks differ: {sorted(set(base) ^ set(arm))}")
+    if not base:
+        raise ValueError("prior_average_change_ci: no benchmarks")
+    rng = np.random.default_rng(seed)
+    total = np.zeros(n_boot)
+    diff = 0.0
+    for name in sorted(base):
+        x, y = _pair(base[name], arm[name])
+        if x.size == 0:
+            raise ValueError(f"benchmark {name!r} has no items")
+        d = y - x
+        diff += float(d.mean())
+        total += _boot_means(d, n_boot, rng)
+    k = len(base)
+    diff /= k
+    total /= k
+    lo, hi = (float(v) for v in np.quantile(total, [0.5 - conf / 2, 0.5 + conf / 2]))
+    p = 1.0 if diff == 0 else min(1.0, float((1 + np.sum(np.abs(total - diff) >= abs(diff))) / (n_boot + 1)))
+    return {"diff": diff, "lo": lo, "hi": hi, "p": p,
+            "forgetting": -diff, "forgetting_lo": -hi, "forgetting_hi": -lo}
+
+
+def flip_table(base: Mapping[str, float], arm: Mapping[str, float],
+               groups: Mapping[str, Any] | None = None, threshold: float = 0.5) -> dict:
+    """Which items flipped between a base and an arm, per group.
+
+    An item is "right" when its score >= `threshold` (exactly the 0/1 score for binary metrics).
+    `groups` maps item -> group (e.g. the tool-use API, the MMLU subject); items mapped to None or
+    absent from `groups` fall in group None. Flip counts show where forgetting happens, which the
+    mean hides (a net change of 0 can be 30 items lost and 30 gained).
+
+    Returns {"total": row, "groups": {group: row}, "only_base": [...], "only_arm": [...]} where
+    row = {n, right_to_wrong, wrong_to_right, both_right, both_wrong, lost: [items],
+    gained: [items]}; only items present in both are compared.
+    """
+    common = sorted(set(base) & set(arm), key=str)
+
+    def new_row() -> dict:
+        return {"n": 0, "right_to_wrong": 0, "wrong_to_right": 0, "both_right": 0, "both_wrong": 0,
+                "lost": [], "gained": []}
+
+    total, per = new_row(), {}
+    for item in common:
+        rb, ra = float(base[item]) >= threshold, float(arm[item]) >= threshold
+        g = (groups or {}).get(item)
+        for row in (total, per.setdefault(g, new_row())):
+            row["n"] += 1
+            if rb and not ra:
+                row["right_to_wrong"] += 1
+                row["lost"].append(item)
+            elif ra and not rb:
+                row["wrong_to_right"] += 1
+                row["gained"].append(item)
+            elif ra:
+                row["both_right"] += 1
+            else:
+                row["both_wrong"] += 1
+    return {"total": total, "groups": per,
+            "only_base": sorted(set(base) - set(arm), key=str),
+            "only_arm": sorted(set(arm) - set(base), key=str)}
+
+
+def _quantiles(alpha: float, power: float, two_sided: bool) -> float:
+    za = stats.norm.ppf(1 - alpha / 2) if two_sided else stats.norm.ppf(1 - alpha)
+    return float(za + stats.norm.ppf(power))
+
+
+def _planning_variance(p0: float, paired: bool, discordance: float | None) -> float:
+    if paired and discordance is not None:
+        if discordance < 0:
+            raise ValueError("discordance must be >= 0")
+        return float(discordance)
+    if not 0 <= p0 <= 1:
+        raise ValueError("p0 must be a proportion in [0, 1]")
+    return 2.0 * p0 * (1.0 - p0)
+
+
+def mde(n: Any, p0: float, alpha: float = 0.05, power: float = 0.8, paired: bool = True,
+        discordance: float | None = None, two_sided: bool = False) -> Any:
+    """Minimum detectable effect: the smallest true change in accuracy that a level-`alpha` test
+    on `n` items detects with probability `power`.
+
+    Paired binary outcomes (same items, two models): the per-item difference is +-1 on discordant
+    items and 0 otherwise, so its variance under "no change" is the discordance rate psi =
+    P(items disagree), and MDE = (z_{1-alpha} + z_{power}) * sqrt(psi / n) (normal approximation
+    of McNemar's test; it ignores the small -delta^2 correction, so it errs on the large side).
+    For non-binary scores pass the second moment E[(b - a)^2] as `discordance`.
+    Without a `discordance`, or with paired=False (two independent samples of n each), psi =
+    2 * p0 * (1 - p0): the independent-samples value, conservative for paired model comparisons,
+    whose outcomes are positively correlated. One-sided by default, as the gate's test is.
+    `n` may be an array.
+    """
+    psi = _planning_variance(p0, paired, discordance)
+    n = np.asarray(n, dtype=float)
+    out = _quantiles(alpha, power, two_sided) * np.sqrt(psi / n)
+    return float(out) if out.ndim == 0 else out
+
+
+def required_n(effect: float, p0: float, alpha: float = 0.05, power: float = 0.8, paired: bool = True,
+               discordance: float | None = None, two_sided: bool = False) -> int:
+    """Items needed so that `mde(n, ...) <= effect`: ceil((z_a + z_b)^2 * psi / effect^2).
+
+    Same model and assumptions as `mde` (its exact inverse, rounded up). Raises ValueError for a
+    non-positive effect, which no finite sample can detect.
+    """
+    effect = abs(float(effect))
+    if effect == 0:
+        raise ValueError("required_n: effect must be non-zero")
+    psi = _planning_variance(p0, paired, discordance)
+    return int(math.ceil(_quantiles(alpha, power, two_sided) ** 2 * psi / effect ** 2 - 1e-9))
+
+
+def cost_ratio(arm: Sequence[float] | float, ref: Sequence[float] | float, what: str = "wall-clock",
+               conf: float = 0.95) -> dict:
+    """Ratio of mean costs arm/ref (e.g. SDFT vs SFT wall-clock seconds or FLOPs).
+
+    Returns dict(ratio, lo, hi, n_arm, n_ref, note). With at least two measurements on each side,
+    the interval comes from the delta method on log(ratio) with a t quantile on the smaller
+    sample's degrees of freedom (ratios are skewed; the log scale keeps the interval positive).
+    With a single measurement on either side there is no spread to estimate: lo/hi are NaN and
+    `note` says so, because one timing on shared hardware can be off by tens of percent.
+    """
+    a = _arr([arm] if np.isscalar(arm) else arm)
+    r = _arr([ref] if np.isscalar(ref) else ref)
+    if a.size == 0 or r.size == 0:
+        raise ValueError("cost_ratio: no measurements")
+    ma, mr = float(a.mean()), float(r.mean())
+    if mr <= 0 or ma <= 0:
+        raise ValueError(f"cost_ratio: {what} costs must be positive")
+    ratio = ma / mr
+    if a.size < 2 or r.size < 2:
+        return {"ratio": ratio, "lo": math.nan, "hi": math.nan, "n_arm": int(a.size), "n_ref": int(r.size),
+                "note": f"{what}: single measurement (n_arm={a.size}, n_ref={r.size}); no interval, "
+                        "ratio is indicative only"}
+    se = math.sqrt(a.var(ddof=1) / (a.size * ma ** 2) + r.var(ddof=1) / (r.size * mr ** 2))
+    t = float(stats.t.ppf(0.5 + conf / 2, min(a.size, r.size) - 1))
+    return {"ratio": ratio, "lo": ratio * math.exp(-t * se), "hi": ratio * math.exp(t * se),
+            "n_arm": int(a.size), "n_ref": int(r.size), "note": ""}
+
+
+def cost_table(costs: Mapping[str, Mapping[str, Sequence[float]]], reference: str = "sft",
+               conf: float = 0.95) -> dict:
+    """Cost ratios of every arm against `reference`, per cost measure.
+
+    `costs` = {arm: {measure: [per-seed values]}}, e.g. {"sdft": {"wall_s": [..], "flops": [..]}}.
+    Returns {arm: {measure: cost_ratio(...)}} for arms other than the reference and measures the
+    reference also has (the paper: SDFT ~2.5x FLOPs, ~4x wall-clock of SFT).
+    """
+    if reference not in costs:
+        raise ValueError(f"cost_table: reference arm {reference!r} not in {sorted(costs)}")
+    ref = costs[reference]
+    return {arm: {m: cost_ratio(v, ref[m], what=m, conf=conf) for m, v in measures.items() if m in ref}
+            for arm, measures in costs.items() if arm != reference}
+
+
+def is_at_chance(value: float, stderr: float, chance: float, conf: float = 0.95) -> bool:
+    """True when `value` is not distinguishable from (or is below) the chance level.
+
+    One-sided: flagged iff value - chance <= z * stderr with z the two-sided `conf` quantile
+    (1.96). A benchmark at chance cannot show forgetting (there is nothing left to forget), so
+    reports must flag it instead of reading its change as "no forgetting" (small models on MMLU
+    are typically at 0.25). A NaN stderr is treated as 0.
+    """
+    se = 0.0 if stderr is None or math.isnan(stderr) else float(stderr)
+    return float(value) - float(chance) <= _z(conf) * se

@@ -1,0 +1,179 @@
+"""Suite files: one YAML that reads like the experiment it runs, validated up front.
+
+A typo fails in the first second with the file and the key path (`arms.sdft.train.lr`), not after
+an hour of training. See `suites/quick.yaml` for an annotated example.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .train.config import TrainConfig
+
+BUILTIN_ARMS = {"base", "teacher", "sft", "sdft"}
+
+
+def read_mapping(path: str | Path) -> dict:
+    """Read a YAML or JSON mapping with one-line errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: file not found")
+    try:
+        data = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise ConfigError(f"{p}: not valid YAML/JSON" + (f" (line {line + 1})" if line is not None else "")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitSpec(_Strict):
+    split: str                                  # split name (paper68, regen97, eval_real, ...) or file path
+    limit: int | None = Field(None, gt=0)
+    skip_invalid: bool = False
+    exclude: str | None = None                  # drop items that also appear in this split (by item id)
+
+
+class TaskSpec(_Strict):
+    name: Literal["tooluse"] = "tooluse"
+    train: SplitSpec
+    test: SplitSpec
+    validation: SplitSpec | None = None
+    max_new_tokens: int = Field(1024, gt=0)
+    teacher_template: str = "paper"
+    batch_size: int = Field(8, gt=0)
+
+
+class ArmSpec(_Strict):
+    method: Literal["base", "teacher", "sft", "sdft"] | None = None  # default: the arm's own name
+    train: dict[str, Any] = {}                  # TrainConfig overrides for this arm
+    grid: dict[str, list[Any]] = {}             # cartesian sweep over TrainConfig fields
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_nonempty(cls, v):
+        for k, vals in v.items():
+            if not isinstance(vals, list) or not vals:
+                raise ValueError(f"grid '{k}' must be a non-empty list")
+        return v
+
+
+class PriorSpec(_Strict):
+    suite: str = "suites/prior.yaml"
+    benchmarks: list[str] | None = None
+    limit: int | None = Field(None, gt=0)
+    batch_size: int = Field(8, gt=0)
+
+
+class SelectionSpec(_Strict):
+    metric: Literal["validation", "none"] = "validation"
+
+
+class Suite(_Strict):
+    name: str
+    description: str = ""
+    model: str
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "bf16-autocast", "float16"] = "bfloat16"
+    threads: int | None = Field(None, gt=0)
+    task: TaskSpec
+    arms: dict[str, ArmSpec]
+    seeds: list[int] = [0]
+    train: dict[str, Any] = {}                  # TrainConfig defaults shared by every trained arm
+    selection: SelectionSpec = SelectionSpec()
+    prior: PriorSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.arms:
+            raise ValueError("arms: at least one arm is required")
+        if not self.seeds:
+            raise ValueError("seeds: at least one seed is required")
+        for name, arm in self.arms.items():
+            method = arm.method or name
+            if method not in BUILTIN_ARMS:
+                raise ValueError(f"arms.{name}: unknown arm '{name}' — name a built-in arm (base, teacher, sft, "
+                                 "sdft) or set 'method' for a named variant")
+            arm.method = method
+            if method in ("base", "teacher") and (arm.train or arm.grid):
+                raise ValueError(f"arms.{name}: arm '{method}' is not trained; remove train/grid")
+        trained = [a for a in self.arms.values() if a.method in ("sft", "sdft")]
+        if trained and self.selection.metric == "validation" and self.task.validation is None:
+            if any(len(grid_points(a.grid)) > 1 for a in trained):
+                raise ValueError("task.validation: a grid needs a validation split to choose the best point "
+                                 "(or set selection.metric: none)")
+        return self
+
+
+def grid_points(grid: dict[str, list]) -> list[dict]:
+    keys = sorted(grid)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))] or [{}]
+
+
+def arm_configs(suite: Suite, arm_name: str, seed: int) -> list[tuple[dict, TrainConfig]]:
+    """Every (hparams, TrainConfig) point of a trained arm for one seed."""
+    arm = suite.arms[arm_name]
+    out = []
+    for point in grid_points(arm.grid):
+        d = dict(suite.train) | dict(arm.train) | point | {"method": arm.method, "model": suite.model, "seed": seed}
+        out.append((point, TrainConfig.from_dict(d, where=f"arms.{arm_name}.train")))
+    return out
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file, including every training point it implies."""
+    data = read_mapping(path)
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(f"{path}: {loc}: {msg}") from None
+    for name, arm in suite.arms.items():
+        if arm.method in ("sft", "sdft"):
+            for k in arm.grid:
+                if k not in TrainConfig.__dataclass_fields__:
+                    raise ConfigError(f"{path}: arms.{name}.grid.{k}: unknown training setting")
+            try:
+                for seed in suite.seeds:
+                    arm_configs(suite, name, seed)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}") from None
+            except TypeError as e:
+                raise ConfigError(f"{path}: arms.{name}: {e}") from None
+    if suite.prior is not None:
+        from .prior.tasks import BENCHMARKS
+
+        for b in suite.prior.benchmarks or []:
+            if b not in BENCHMARKS:
+                raise ConfigError(f"{path}: prior.benchmarks: unknown benchmark '{b}' "
+                                  f"(known: {', '.join(BENCHMARKS)})")
+        prior_file = resolve_relative(suite.prior.suite, path)
+        if not prior_file.is_file():
+            raise ConfigError(f"{path}: prior.suite: file not found: {suite.prior.suite}")
+        suite.prior.suite = str(prior_file)
+    return suite
+
+
+def resolve_relative(ref: str, suite_path: str | Path) -> Path:
+    """A path in a suite file: absolute, relative to the current directory, or to the repo root
+    holding the suite's folder (so `suites/prior.yaml` works from anywhere)."""
+    p = Path(ref).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return Path(suite_path).resolve().parent.parent / p

@@ -1,0 +1,118 @@
+"""Training configuration shared by SFT and SDFT.
+
+Both methods run on one loop with the same optimiser, schedule, batching, precision, budget,
+logging and checkpointing; only the loss differs. Defaults follow the paper's released code
+(method.md) where it is silent on CPU-friendly choices such as LoRA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import ConfigError
+from ..hashing import hash_obj
+from .losses import DIVERGENCES, ESTIMATORS
+
+METHODS = ("sft", "sdft")
+TEACHERS = ("ema", "frozen", "live")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run. Fields marked (sdft) only matter for SDFT."""
+
+    method: str = "sdft"                 # 'sft' or 'sdft'
+    model: str = "qwen2.5-coder-0.5b-instruct"  # alias, hub id or folder
+    # --- parameterisation
+    lora: bool = True                    # LoRA adapter (peft) or full fine-tuning
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0            # 0 keeps training deterministic (needed for exact resume)
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    # --- optimisation (AdamW, warm-up then cosine, as the paper)
+    lr: float = 5e-5
+    epochs: int = 1
+    max_steps: int | None = None         # cap on optimizer steps (budget); None = epochs
+    batch_size: int = 32                 # prompts per optimizer update (effective batch)
+    micro_batch_size: int = 4            # prompts per forward pass per process
+    warmup_steps: int = 10
+    schedule: str = "cosine"             # 'cosine' or 'constant'
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    bf16: bool = True                    # bf16 autocast (CPU and GPU)
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    max_prompt_tokens: int = 2048        # student/teacher prompt limit (never silently truncated)
+    max_completion_tokens: int = 256     # SFT demonstration limit / SDFT rollout length
+    truncate_teacher_prompt: bool = False  # explicit opt-in to left-truncate long teacher prompts
+    # --- SDFT
+    divergence: str = "forward"          # (sdft) forward | reverse | jsd
+    jsd_beta: float = 0.5                # (sdft) mixing weight for jsd
+    estimator: str = "full"              # (sdft) full | topk | sampled
+    topk: int = 100                      # (sdft) k for the topk estimator
+    teacher: str = "ema"                 # (sdft) ema | frozen | live
+    ema_alpha: float = 0.01              # (sdft) teacher <- alpha*student + (1-alpha)*teacher
+    ema_every: int = 1                   # (sdft) optimizer steps between EMA updates
+    skip_tokens: int = 3                 # (sdft) first completion tokens excluded from the loss
+    temperature: float = 1.0             # (sdft) rollout sampling temperature
+    top_p: float = 1.0                   # (sdft) rollout nucleus
+    teacher_template: str = "paper"      # (sdft) 'paper', 'code' or a custom template
+    chunk_tokens: int = 64               # positions per chunk in the full-vocabulary divergence
+    # --- logging and checkpoints
+    drift_every: int = 1                 # measure KL(student‖initial) on rollouts every N steps (0 = never)
+    save_every: int = 10                 # optimizer steps between checkpoints
+    keep_checkpoints: int = 1
+    merge: bool = False                  # also export a merged model folder at the end
+
+    def __post_init__(self):
+        self.lora_targets = tuple(self.lora_targets)
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(key, msg):
+            raise ConfigError(f"train.{key}: {msg}")
+
+        if self.method not in METHODS:
+            bad("method", f"unknown method '{self.method}' (choose {', '.join(METHODS)})")
+        if self.divergence not in DIVERGENCES:
+            bad("divergence", f"unknown divergence '{self.divergence}' (choose {', '.join(DIVERGENCES)})")
+        if self.estimator not in ESTIMATORS:
+            bad("estimator", f"unknown estimator '{self.estimator}' (choose {', '.join(ESTIMATORS)})")
+        if self.estimator == "sampled" and self.divergence != "reverse":
+            bad("estimator", "'sampled' estimates reverse KL only: set divergence: reverse")
+        if self.teacher not in TEACHERS:
+            bad("teacher", f"unknown teacher '{self.teacher}' (choose {', '.join(TEACHERS)})")
+        if not 0.0 < self.ema_alpha <= 1.0:
+            bad("ema_alpha", f"must be in (0, 1], got {self.ema_alpha}")
+        if not 0.0 < self.jsd_beta < 1.0:
+            bad("jsd_beta", f"must be in (0, 1), got {self.jsd_beta}")
+        if self.schedule not in ("cosine", "constant"):
+            bad("schedule", f"unknown schedule '{self.schedule}' (cosine, constant)")
+        for k in ("lr", "batch_size", "micro_batch_size", "epochs", "max_completion_tokens", "max_prompt_tokens",
+                  "lora_r", "ema_every", "save_every", "chunk_tokens", "topk"):
+            if getattr(self, k) <= 0:
+                bad(k, f"must be positive, got {getattr(self, k)}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            bad("max_steps", f"must be positive, got {self.max_steps}")
+        if self.skip_tokens < 0:
+            bad("skip_tokens", "must be >= 0")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "train") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown training setting")
+        return cls(**d)
+
+    def key(self, data_hash: str, model_hash: str) -> str:
+        """Content key of the trained artefact: every setting except pure bookkeeping."""
+        d = self.to_dict()
+        for k in ("save_every", "keep_checkpoints", "merge", "drift_every"):
+            d.pop(k)
+        return hash_obj({"config": d, "data": data_hash, "model": model_hash}, n=20)

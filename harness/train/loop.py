@@ -1,0 +1,545 @@
+"""One training loop for SFT and SDFT.
+
+    harness train --method sdft --model smollm2-135m-instruct --split eval_real --skip-invalid --max-steps 2
+
+Why a small accelerate loop and not `transformers.Trainer`: an SDFT step samples rollouts from the
+student, scores them with a teacher that is a second LoRA adapter (or weight copy) updated by EMA
+after every optimizer step, and computes a full-vocabulary divergence in chunks from hidden states.
+Each of those fights Trainer's fixed step structure (TRL needs ~1,200 lines of overrides for it).
+A ~400-line loop keeps SFT and SDFT identical in everything but the loss: optimiser, schedule,
+batching, precision, budget, logging and checkpointing are shared code.
+
+Distributed: `accelerate launch --num_processes N` runs the same code. Each optimizer step takes
+`batch_size` prompts, split into micro-batches of `micro_batch_size`; micro-batch j goes to process
+j mod N, every micro-batch's rollout seed depends only on (seed, step, j), and gradients are
+averaged over all micro-batches — so the update does not depend on N.
+
+Resume: checkpoints are written atomically every `save_every` steps (trainable weights, EMA teacher,
+optimiser, scheduler, log); re-running the same command continues from the last one and ends with
+the same weights as an uninterrupted run (data order and rollout seeds are functions of the step).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError, ConfigError
+from ..hashing import hash_obj
+from .batches import Example, completion_mask, encode_records, left_pad, right_pad
+from .config import TrainConfig
+from .losses import chunked_divergence, masked_sequence_mean, skip_mask
+from .teacher import TeacherHandle
+
+LOG_FIELDS = ["step", "epoch", "loss", "divergence", "drift_kl", "rollout_len", "tokens_per_s", "gen_tokens_per_s",
+              "step_s", "gen_s", "drift_s", "lr", "grad_norm", "tokens_generated", "tokens_forwarded"]
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    merged_dir: Path | None
+    train_key: str
+    steps: int
+    totals: dict
+    log: list[dict] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+class HiddenStates(torch.nn.Module):
+    """Wraps a causal LM so the (DDP-wrapped) forward returns final hidden states, not logits:
+    the head is applied later in chunks (see losses.chunked_divergence)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                        use_cache=False).last_hidden_state
+
+
+def _lm_head(model):
+    return model.get_output_embeddings()
+
+
+def _check_lora_targets(model, targets) -> None:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    if "lm_head" in targets:
+        raise ConfigError("train.lora_targets: 'lm_head' is not supported (the teacher shares the output head)")
+    missing = [t for t in targets if t not in names]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(f"train.lora_targets: module '{missing[0]}' not in the model "
+                          f"(linear modules: {', '.join(linear)})")
+
+
+def _n_params(model) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+
+
+class Run:
+    """State of one training run (one process)."""
+
+    def __init__(self, cfg: TrainConfig, records, output_dir: str | Path, data_hash: str, store=None,
+                 progress: Callable[[int, int, dict], None] | None = None, model=None, tokenizer=None,
+                 data_source: str = "data"):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.cfg, self.store, self.progress = cfg, store, progress
+        self.out = Path(output_dir)
+        self.acc = Accelerator(cpu=not torch.cuda.is_available())
+        self.P, self.rank = self.acc.num_processes, self.acc.process_index
+        if cfg.batch_size % cfg.micro_batch_size:
+            raise ConfigError(f"train.batch_size: {cfg.batch_size} is not a multiple of micro_batch_size "
+                              f"{cfg.micro_batch_size}")
+        self.n_micro = cfg.batch_size // cfg.micro_batch_size
+        if self.n_micro % self.P:
+            raise ConfigError(f"train.batch_size: {self.n_micro} micro-batches do not split over {self.P} processes")
+        set_seed(cfg.seed)
+        from ..models import fingerprint, load_model
+
+        if model is None:
+            model, tokenizer = load_model(cfg.model, dtype="float32", device=str(self.acc.device))
+            self.model_hash = fingerprint(cfg.model)
+        else:
+            from ..hashing import hash_model
+
+            self.model_hash = hash_model(model)
+        self.tok = tokenizer
+        self.data_hash = data_hash
+        self.key = cfg.key(data_hash, self.model_hash)
+        self.examples: list[Example] = encode_records(
+            records, tokenizer, cfg.max_prompt_tokens, cfg.max_completion_tokens, cfg.method,
+            cfg.teacher_template, cfg.truncate_teacher_prompt, data_source)
+        if len(self.examples) < cfg.batch_size:
+            raise ConfigError(f"train.batch_size: {cfg.batch_size} prompts per update but only "
+                              f"{len(self.examples)} training examples")
+        self.steps_per_epoch = len(self.examples) // cfg.batch_size
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps) if cfg.max_steps <= self.total_steps \
+                else cfg.max_steps  # max_steps beyond one pass keeps cycling epochs
+        self.n_base_params = _n_params(model)
+        model.config.use_cache = False
+        if cfg.lora:
+            from peft import LoraConfig, get_peft_model
+
+            _check_lora_targets(model, cfg.lora_targets)
+            lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+            model = get_peft_model(model, lcfg)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if cfg.lora:
+                model.enable_input_require_grads()
+        self.model = model
+        self.teacher = TeacherHandle(model, cfg.teacher, cfg.lora, need_initial=cfg.drift_every > 0) \
+            if cfg.method == "sdft" else TeacherHandle(model, "live", cfg.lora, need_initial=cfg.drift_every > 0)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
+        self.wrapped = self.acc.prepare(HiddenStates(model))
+        self.device = self.acc.device
+        self.eos_ids = {i for i in [tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)]
+                        if isinstance(i, int)}
+        gen_eos = getattr(model.generation_config, "eos_token_id", None)
+        if isinstance(gen_eos, list):
+            self.eos_ids |= set(gen_eos)
+        self.step = 0
+        self.log: list[dict] = []
+        self.totals = {"tokens_generated": 0, "tokens_forwarded": 0, "flops": 0.0, "wall_s": 0.0,
+                       "train_s": 0.0, "drift_s": 0.0}
+
+    # ------------------------------------------------------------------ schedule and data
+    def _lr_lambda(self, step: int) -> float:
+        w = self.cfg.warmup_steps
+        if w and step < w:
+            return (step + 1) / w
+        if self.cfg.schedule == "constant":
+            return 1.0
+        span = max(1, self.total_steps - w)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / span)))
+
+    def batch_indices(self, step: int) -> list[int]:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.examples))
+        return perm[pos * self.cfg.batch_size:(pos + 1) * self.cfg.batch_size].tolist()
+
+    def my_micro_batches(self, step: int) -> list[tuple[int, list[Example]]]:
+        idx = self.batch_indices(step)
+        mb = self.cfg.micro_batch_size
+        out = []
+        for j in range(self.n_micro):
+            if j % self.P == self.rank:
+                out.append((j, [self.examples[i] for i in idx[j * mb:(j + 1) * mb]]))
+        return out
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    # ------------------------------------------------------------------ pieces
+    @torch.no_grad()
+    def rollouts(self, exs: list[Example], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sampled completion per prompt from the student (right-padded ids, mask)."""
+        pad = self.tok.pad_token_id
+        ids, mask = left_pad([e.student_ids for e in exs], pad)
+        m = self.model
+        was_training = m.training
+        m.eval()
+        torch.manual_seed(seed)
+        with self.autocast():
+            gen = m.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=True,
+                             temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=0,
+                             max_new_tokens=self.cfg.max_completion_tokens, pad_token_id=pad,
+                             eos_token_id=sorted(self.eos_ids) or None, use_cache=True)
+        if was_training:
+            m.train()
+        comp = gen[:, ids.shape[1]:].cpu()
+        if comp.shape[1] == 0:
+            comp = torch.full((len(exs), 1), pad, dtype=torch.long)
+        cmask = completion_mask(comp, self.eos_ids, pad)
+        return comp, cmask
+
+    def _hidden(self, prompts: list[list[int]], comp: torch.Tensor, cmask: torch.Tensor, module=None):
+        """Final hidden states at the positions that predict each completion token. With
+        `module=None` the forward goes through the accelerate-wrapped student (gradients, DDP);
+        otherwise through `module`'s decoder."""
+        pids, pmask = left_pad(prompts, self.tok.pad_token_id)
+        ids = torch.cat([pids, comp], 1).to(self.device)
+        att = torch.cat([pmask, cmask], 1).to(self.device)
+        with self.autocast():
+            if module is None:
+                h = self.wrapped(ids, att)
+            else:
+                h = module.get_decoder()(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+        P = pids.shape[1]
+        return h[:, P - 1:P - 1 + comp.shape[1]]
+
+    def _logits_fn(self, head, hidden):
+        def fn(a, b):
+            with self.autocast():
+                return head(hidden[:, a:b]).float()
+        return fn
+
+    def divergence_loss(self, exs, comp, cmask):
+        """SDFT: per-token divergence between student (student prompt) and teacher (teacher prompt)
+        on the same rollout tokens; teacher under stop-gradient.
+
+        Only the teacher's hidden states (B×L×H) are kept; its logits are computed chunk by chunk
+        alongside the student's, so no B×L×V tensor exists at once. The output head is never a LoRA
+        target (checked at start-up), so the teacher's head is usable outside its adapter context."""
+        cfg = self.cfg
+        with self.teacher.teacher_weights() as tmod:
+            t_hidden = self._hidden([e.teacher_ids for e in exs], comp, cmask, module=tmod).detach()
+            t_logits = self._logits_fn(_lm_head(tmod), t_hidden)
+        s_hidden = self._hidden([e.student_ids for e in exs], comp, cmask)
+
+        def teacher_logits(a, b):
+            with torch.no_grad():
+                return t_logits(a, b)
+
+        per_tok = chunked_divergence(
+            s_hidden, teacher_logits, _lm_head(self.model), comp.to(self.device),
+            cfg.divergence, cfg.estimator, cfg.topk, cfg.jsd_beta, cfg.chunk_tokens, cfg.temperature)
+        mask = skip_mask(cmask, cfg.skip_tokens).to(self.device)
+        return masked_sequence_mean(per_tok, mask), per_tok.detach(), mask
+
+    def sft_loss(self, exs):
+        """SFT: next-token cross-entropy on the demonstration tokens only (prompt masked)."""
+        comp, cmask = right_pad([e.demo_ids for e in exs], self.tok.pad_token_id)
+        h = self._hidden([e.student_ids for e in exs], comp, cmask)
+        head = _lm_head(self.model)
+        targets = comp.to(self.device)
+        losses = []
+        for a in range(0, comp.shape[1], self.cfg.chunk_tokens):
+            b = min(comp.shape[1], a + self.cfg.chunk_tokens)
+
+            def piece(hh, a=a, b=b):
+                with self.autocast():
+                    logits = head(hh).float()
+                return torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets[:, a:b], reduction="none")
+
+            chunk = h[:, a:b]
+            losses.append(torch.utils.checkpoint.checkpoint(piece, chunk, use_reentrant=False)
+                          if chunk.requires_grad else piece(chunk))
+        per_tok = torch.cat(losses, 1)
+        mask = cmask.to(self.device)
+        return masked_sequence_mean(per_tok, mask), comp, cmask
+
+    @torch.no_grad()
+    def drift_kl(self, exs, comp, cmask) -> float:
+        """Mean per-token KL(student ‖ initial model) on the student's own rollouts (full vocab)."""
+        s_h = self._hidden([e.student_ids for e in exs], comp, cmask, module=self.model)
+        s_fn = self._logits_fn(_lm_head(self.model), s_h)
+        with self.teacher.initial_weights() as imod:
+            i_h = self._hidden([e.student_ids for e in exs], comp, cmask, module=imod)
+            i_fn = self._logits_fn(_lm_head(imod), i_h)
+            vals = []
+            for a in range(0, comp.shape[1], self.cfg.chunk_tokens):
+                b = min(comp.shape[1], a + self.cfg.chunk_tokens)
+                s = torch.log_softmax(s_fn(a, b), -1)
+                i = torch.log_softmax(i_fn(a, b), -1)
+                vals.append((s.exp() * (s - i)).sum(-1))
+        kl = torch.cat(vals, 1)
+        return float(masked_sequence_mean(kl, cmask.to(self.device)))
+
+    # ------------------------------------------------------------------ one optimizer step
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        step = self.step
+        t0 = time.perf_counter()
+        self.model.train()
+        micro = self.my_micro_batches(step)
+        stats = {"loss": 0.0, "divergence": 0.0, "rollout_len": 0.0, "gen_s": 0.0, "drift_kl": float("nan"),
+                 "drift_s": 0.0, "tokens_generated": 0, "tokens_forwarded": 0}
+        measure_drift = cfg.drift_every > 0 and step % cfg.drift_every == 0
+        drifts = []
+        for j, exs in micro:
+            seed = int(hash_obj([cfg.seed, step, j], n=8), 16)
+            if cfg.method == "sdft":
+                tg = time.perf_counter()
+                comp, cmask = self.rollouts(exs, seed)
+                stats["gen_s"] += time.perf_counter() - tg
+                loss, per_tok, mask = self.divergence_loss(exs, comp, cmask)
+                div = float(loss.detach())  # for 'sampled' this is the surrogate, not the KL
+                n_gen = int(cmask.sum())
+                stats["tokens_generated"] += n_gen
+                prompt_tokens = sum(len(e.student_ids) + len(e.teacher_ids) for e in exs)
+            else:
+                loss, comp, cmask = self.sft_loss(exs)
+                div = float("nan")
+                prompt_tokens = sum(len(e.student_ids) for e in exs)
+            self.acc.backward(loss / len(micro))
+            stats["loss"] += float(loss.detach()) / len(micro)
+            stats["divergence"] += div / len(micro)
+            stats["rollout_len"] += float(cmask.sum(1).float().mean()) / len(micro)
+            stats["tokens_forwarded"] += prompt_tokens + int(cmask.sum()) * (2 if cfg.method == "sdft" else 1)
+            if measure_drift:
+                td = time.perf_counter()
+                if cfg.method == "sft":  # SFT has no rollouts of its own: sample some, off the clock
+                    comp, cmask = self.rollouts(exs, seed)
+                drifts.append(self.drift_kl(exs, comp, cmask))
+                stats["drift_s"] += time.perf_counter() - td
+        self._sync_grads()
+        grad_norm = self.acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                             cfg.max_grad_norm)
+        lr = self.sched.get_last_lr()[0]
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        if cfg.method == "sdft" and self.step % cfg.ema_every == 0:
+            self.teacher.ema_update(cfg.ema_alpha)
+        from ..hashing import forget_model_hash
+
+        forget_model_hash(self.model)
+        red = self._reduce({k: stats[k] for k in ("loss", "divergence", "rollout_len")}, "mean")
+        red |= self._reduce({k: stats[k] for k in ("tokens_generated", "tokens_forwarded")}, "sum")
+        if drifts:
+            red["drift_kl"] = self._reduce({"d": sum(drifts) / len(drifts)}, "mean")["d"]
+        step_s = time.perf_counter() - t0
+        train_s = step_s - stats["drift_s"]
+        n = self.n_base_params
+        # FLOPs: 2N per forward-only token (rollouts, teacher), 6N per trained token (fwd+bwd)
+        trained = red["tokens_forwarded"] if cfg.method == "sft" else red["tokens_forwarded"] / 2
+        flops = 6 * n * trained + 2 * n * (red["tokens_generated"] + (red["tokens_forwarded"] - trained))
+        self.totals["tokens_generated"] += int(red["tokens_generated"])
+        self.totals["tokens_forwarded"] += int(red["tokens_forwarded"])
+        self.totals["flops"] += flops
+        self.totals["train_s"] += train_s
+        self.totals["drift_s"] += stats["drift_s"]
+        row = {"step": self.step, "epoch": step // self.steps_per_epoch, "loss": red["loss"],
+               "divergence": red["divergence"], "drift_kl": red.get("drift_kl", float("nan")),
+               "rollout_len": red["rollout_len"], "tokens_per_s": red["tokens_forwarded"] / max(train_s, 1e-9),
+               "gen_tokens_per_s": (red["tokens_generated"] / stats["gen_s"]) if stats["gen_s"] else float("nan"),
+               "step_s": train_s, "gen_s": stats["gen_s"], "drift_s": stats["drift_s"], "lr": lr,
+               "grad_norm": float(grad_norm), "tokens_generated": int(red["tokens_generated"]),
+               "tokens_forwarded": int(red["tokens_forwarded"])}
+        return row
+
+    def _sync_grads(self) -> None:
+        """Average gradients across processes (DDP also does this; harmless when already averaged)."""
+        if self.P == 1 or hasattr(self.wrapped, "require_backward_grad_sync"):
+            return
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.copy_(self.acc.reduce(p.grad, "mean"))
+
+    def _reduce(self, d: dict, how: str) -> dict:
+        if self.P == 1:
+            return {k: float(v) for k, v in d.items()}
+        t = torch.tensor([float(v) for v in d.values()], device=self.device, dtype=torch.float64)
+        t = self.acc.reduce(t, how)
+        return {k: float(v) for k, v in zip(d, t.tolist())}
+
+    # ------------------------------------------------------------------ checkpoints
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        params = dict(self.model.named_parameters())
+        return {n: params[n].detach().to("cpu").contiguous() for n in self.trainable_names}
+
+    def save_checkpoint(self) -> None:
+        if not self.acc.is_main_process:
+            self.acc.wait_for_everyone()
+            return
+        final = self.out / f"ckpt-{self.step:06d}"
+        tmp = self.out / f".ckpt-{self.step:06d}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_file(self.trainable_state(), tmp / "trainable.safetensors")
+        ts = self.teacher.state_dict()
+        if ts:
+            save_file({k: v.to("cpu").contiguous() for k, v in ts.items()}, tmp / "teacher.safetensors")
+        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": self.step, "key": self.key, "totals": self.totals,
+                                                    "log": self.log}, default=str))
+        os.replace(tmp, final)
+        for old in sorted(self.out.glob("ckpt-*"))[:-self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+
+    def latest_checkpoint(self) -> Path | None:
+        cks = sorted(p for p in self.out.glob("ckpt-*") if (p / "state.json").is_file())
+        return cks[-1] if cks else None
+
+    def check_resume_dir(self) -> None:
+        cfg_file = self.out / "run_config.json"
+        if cfg_file.is_file():
+            old = json.loads(cfg_file.read_text())
+            if old.get("key") != self.key:
+                now = self.cfg.to_dict()
+                diff = [k for k in now if old.get("config", {}).get(k) != now[k]]
+                what = ", ".join(diff[:4]) if diff else "data or base model"
+                raise CheckpointError(f"{self.out}: holds a run with a different configuration "
+                                      f"(differs in: {what}); use another --output-dir")
+        elif self.out.is_dir() and any(self.out.iterdir()):
+            raise CheckpointError(f"{self.out}: not empty and not a harness training directory")
+
+    def resume(self) -> int:
+        ck = self.latest_checkpoint()
+        if ck is None:
+            return 0
+        state = json.loads((ck / "state.json").read_text())
+        if state["key"] != self.key:
+            raise CheckpointError(f"{ck}: checkpoint from a different configuration")
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, v in load_file(ck / "trainable.safetensors").items():
+                params[n].copy_(v)
+        if (ck / "teacher.safetensors").is_file():
+            self.teacher.load_state_dict(load_file(ck / "teacher.safetensors"))
+        opt = torch.load(ck / "optim.pt", weights_only=True)
+        self.opt.load_state_dict(opt["optimizer"])
+        self.sched.load_state_dict(opt["scheduler"])
+        self.step, self.totals, self.log = state["step"], state["totals"], state["log"]
+        return self.step
+
+    def write_csv(self) -> None:
+        if not self.acc.is_main_process:
+            return
+        tmp = self.out / ".train_log.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(self.log)
+        os.replace(tmp, self.out / "train_log.csv")
+
+    # ------------------------------------------------------------------ export
+    def export(self) -> tuple[Path, Path | None]:
+        final = self.out / "final"
+        merged = self.out / "merged" if self.cfg.merge else None
+        if not self.acc.is_main_process:
+            self.acc.wait_for_everyone()
+            return final, merged
+        tmp = self.out / ".final.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        meta = {"config": self.cfg.to_dict(), "key": self.key, "data_hash": self.data_hash,
+                "model_hash": self.model_hash, "steps": self.step, "totals": self.totals}
+        if self.cfg.lora:
+            self.model.save_pretrained(tmp, selected_adapters=["default"], safe_serialization=True)
+            acfg = json.loads((tmp / "adapter_config.json").read_text())
+            acfg["base_model_name_or_path"] = self.cfg.model  # alias/folder the loader resolves
+            (tmp / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
+        else:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+        self.tok.save_pretrained(tmp)
+        (tmp / "harness_train.json").write_text(json.dumps(meta, indent=1, default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if merged is not None:
+            mtmp = self.out / ".merged.tmp"
+            if mtmp.exists():
+                shutil.rmtree(mtmp)
+            if self.cfg.lora:
+                from ..models import load_model
+
+                m, _ = load_model(str(final), merge_adapter=True)
+            else:
+                m = self.model
+            m.save_pretrained(mtmp, safe_serialization=True)
+            self.tok.save_pretrained(mtmp)
+            (mtmp / "harness_train.json").write_text(json.dumps(meta, indent=1, default=str))
+            if merged.exists():
+                shutil.rmtree(merged)
+            os.replace(mtmp, merged)
+        self.acc.wait_for_everyone()
+        return final, merged
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> TrainResult:
+        self.check_resume_dir()
+        if self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "run_config.json").write_text(json.dumps(
+                {"key": self.key, "config": self.cfg.to_dict(), "data_hash": self.data_hash,
+                 "model_hash": self.model_hash}, indent=1))
+        self.acc.wait_for_everyone()
+        done_marker = self.out / "final" / "harness_train.json"
+        start = self.resume()
+        if done_marker.is_file() and start >= self.total_steps:
+            return self._result(start)
+        t_run = time.perf_counter()
+        wall0 = self.totals.get("wall_s", 0.0)
+        while self.step < self.total_steps:
+            row = self.train_step()
+            self.log.append(row)
+            self.totals["wall_s"] = wall0 + time.perf_counter() - t_run
+            if self.store is not None and self.acc.is_main_process:
+                self.store.add_train_step(self.key, row["step"], row)
+            if self.progress:
+                self.progress(self.step, self.total_steps, row)
+            if self.step % self.cfg.save_every == 0 or self.step == self.total_steps:
+                self.write_csv()
+                self.save_checkpoint()
+        self.write_csv()
+        self.export()
+        return self._result(start)
+
+    def _result(self, start: int) -> TrainResult:
+        final = self.out / "final"
+        merged = self.out / "merged"
+        return TrainResult(self.out, final, merged if merged.is_dir() else None, self.key, self.step,
+                           dict(self.totals), list(self.log), resumed_from=start)
+
+
+def train(cfg: TrainConfig, records, output_dir, data_hash: str, store=None, progress=None, model=None,
+          tokenizer=None, data_source: str = "data") -> TrainResult:
+    """Train `cfg.model` on tool-use records with SFT or SDFT; resumable; returns the result."""
+    return Run(cfg, records, output_dir, data_hash, store, progress, model, tokenizer, data_source).run()
