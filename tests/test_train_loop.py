@@ -1,0 +1,220 @@
+"""The shared SFT/SDFT loop on the tiny model: masking, teacher isolation, EMA, checkpoints, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness.errors import CheckpointError, ConfigError, DataError
+from harness.train.loop import Run, train
+from train_helpers import tiny_cfg, tiny_records
+
+torch.set_num_threads(1)
+
+
+def make_run(tiny_model_dir, tmp_path, records=None, **kw):
+    return Run(tiny_cfg(tiny_model_dir, **kw), records or tiny_records(), tmp_path / "out", "datahash")
+
+
+def test_sft_loss_masks_prompt_tokens(tiny_model_dir, tmp_path):
+    run = make_run(tiny_model_dir, tmp_path, method="sft")
+    exs = run.examples[:2]
+    loss, comp, cmask = run.sft_loss(exs)
+    # direct: full forward on [prompt | demo], CE on demo positions only, mean per sequence then batch
+    model = run.model
+    per_seq = []
+    for e in exs:
+        ids = torch.tensor([e.student_ids + e.demo_ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        P = len(e.student_ids)
+        ce = torch.nn.functional.cross_entropy(logits[P - 1:P - 1 + len(e.demo_ids)], torch.tensor(e.demo_ids))
+        per_seq.append(ce)
+    assert loss.item() == pytest.approx(torch.stack(per_seq).mean().item(), rel=1e-4)
+    # changing a prompt token's *label* cannot matter: only demo tokens are targets
+    assert cmask.sum().item() == sum(len(e.demo_ids) for e in exs)
+
+
+@pytest.mark.parametrize("teacher", ["ema", "frozen", "live"])
+def test_sdft_zero_when_contexts_identical_and_no_grad_to_teacher(tiny_model_dir, tmp_path, teacher):
+    run = make_run(tiny_model_dir, tmp_path, method="sdft", teacher=teacher, skip_tokens=0)
+    exs = run.examples[:2]
+    for e in exs:
+        e.teacher_ids = list(e.student_ids)
+    # give the student a non-zero adapter so that 'frozen' differs from the student unless contexts match
+    comp, cmask = run.rollouts(exs, seed=1)
+    loss, per_tok, mask = run.divergence_loss(exs, comp, cmask)
+    assert abs(loss.item()) < 1e-6
+    loss.backward()
+    for n, p in run.model.named_parameters():
+        if ".teacher." in n or "lora_" not in n:
+            assert p.grad is None, n
+    assert any(p.grad is not None for n, p in run.model.named_parameters() if ".default." in n)
+
+
+def test_ema_arithmetic(tiny_model_dir, tmp_path):
+    run = make_run(tiny_model_dir, tmp_path, method="sdft", teacher="ema", ema_alpha=0.25)
+    pairs = list(run.teacher._pairs())
+    with torch.no_grad():
+        for i, (t, s) in enumerate(pairs):
+            t.fill_(1.0)
+            s.fill_(3.0 + i)
+    run.teacher.ema_update(0.25)
+    for i, (t, s) in enumerate(pairs):
+        assert torch.allclose(t, torch.full_like(t, 0.75 * 1.0 + 0.25 * (3.0 + i)))
+
+
+def test_lora_ema_teacher_does_not_copy_base_weights(tiny_model_dir, tmp_path):
+    run = make_run(tiny_model_dir, tmp_path, method="sdft", teacher="ema")
+    assert run.teacher.copy is None
+    names = [n for n, _ in run.model.named_parameters()]
+    assert any(".teacher." in n for n in names)
+    n_base = sum(1 for n in names if "lora_" not in n)
+    assert n_base == len([n for n, _ in run.model.get_base_model().named_parameters() if "lora_" not in n])
+
+
+def test_teacher_update_each_step_moves_towards_student(tiny_model_dir, tmp_path):
+    cfg = dict(method="sdft", teacher="ema", ema_alpha=0.5, max_steps=1, max_completion_tokens=6)
+    run = make_run(tiny_model_dir, tmp_path, **cfg)
+    before = {id(t): t.detach().clone() for t, _ in run.teacher._pairs()}
+    run.train_step()
+    for t, s in run.teacher._pairs():
+        assert torch.allclose(t, 0.5 * before[id(t)] + 0.5 * s.detach(), atol=1e-7)
+
+
+def test_train_exports_loadable_adapter_and_merged_model(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    res = train(tiny_cfg(tiny_model_dir, method="sft", merge=True), tiny_records(), tmp_path / "o", "h")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = PeftModel.from_pretrained(base, res.final_dir)
+    merged = AutoModelForCausalLM.from_pretrained(res.merged_dir)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.allclose(peft_model(ids).logits, merged(ids).logits, atol=1e-4)
+    meta = json.loads((res.final_dir / "harness_train.json").read_text())
+    assert meta["data_hash"] == "h" and meta["config"]["method"] == "sft" and meta["steps"] == 2
+    rows = (res.output_dir / "train_log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss,divergence,drift_kl") and len(rows) == 3
+
+
+def test_cached_rerun_and_resume_dir_from_other_config(tiny_model_dir, tmp_path):
+    res = train(tiny_cfg(tiny_model_dir, method="sft"), tiny_records(), tmp_path / "o", "h")
+    t = time.perf_counter()
+    again = train(tiny_cfg(tiny_model_dir, method="sft"), tiny_records(), tmp_path / "o", "h")
+    assert again.steps == res.steps and again.resumed_from == 2
+    with pytest.raises(CheckpointError, match="differs in: lr"):
+        train(tiny_cfg(tiny_model_dir, method="sft", lr=0.5), tiny_records(), tmp_path / "o", "h")
+
+
+def test_bad_input(tiny_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown method"):
+        tiny_cfg(tiny_model_dir, method="dpo")
+    with pytest.raises(ConfigError, match="unknown divergence"):
+        tiny_cfg(tiny_model_dir, divergence="tv")
+    with pytest.raises(ConfigError, match="unknown estimator"):
+        tiny_cfg(tiny_model_dir, estimator="mc")
+    with pytest.raises(ConfigError, match="lora_targets: module 'w_pack'"):
+        make_run(tiny_model_dir, tmp_path, lora_targets=("w_pack",))
+    recs = tiny_records()
+    for r in recs:
+        r.demonstration = ""
+    with pytest.raises(ConfigError, match="no record has a demonstration"):
+        make_run(tiny_model_dir, tmp_path, records=recs, method="sdft")
+
+
+def test_long_teacher_prompt_is_never_silently_truncated(tiny_model_dir, tmp_path):
+    recs = tiny_records()
+    recs[0].demonstration = "Action: x\n" * 200
+    with pytest.raises(DataError, match="teacher prompt"):
+        make_run(tiny_model_dir, tmp_path, records=recs, method="sdft", max_prompt_tokens=300)
+    run = make_run(tiny_model_dir, tmp_path, records=recs, method="sdft", max_prompt_tokens=300,
+                   truncate_teacher_prompt=True)
+    assert max(len(e.teacher_ids) for e in run.examples) == 300
+
+
+TRAIN_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from train_helpers import tiny_cfg, tiny_records
+from harness.train.loop import train
+train(tiny_cfg({model!r}, method={method!r}, max_steps=4, max_completion_tokens=24, drift_every=1),
+      tiny_records(), {out!r}, "h")
+"""
+
+
+def _script(tmp_path, model_dir, out, method):
+    p = tmp_path / f"train_{method}_{Path(out).name}.py"
+    p.write_text(TRAIN_SCRIPT.format(tests=str(Path(__file__).parent), model=str(model_dir), out=str(out),
+                                     method=method))
+    return p
+
+
+@pytest.mark.parametrize("method", ["sft", "sdft"])
+def test_sigkill_and_resume_gives_identical_weights(tiny_model_dir, tmp_path, method):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    ref_out, kill_out = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run([sys.executable, _script(tmp_path, tiny_model_dir, ref_out, method)], check=True, env=env,
+                   capture_output=True)
+    proc = subprocess.Popen([sys.executable, _script(tmp_path, tiny_model_dir, kill_out, method)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(kill_out.glob("ckpt-000002")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-step 3 (or while writing a checkpoint)
+    proc.wait()
+    assert not (kill_out / "final").exists()
+    subprocess.run([sys.executable, _script(tmp_path, tiny_model_dir, kill_out, method)], check=True, env=env,
+                   capture_output=True)
+    a = load_file(ref_out / "final" / "adapter_model.safetensors")
+    b = load_file(kill_out / "final" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log = (kill_out / "train_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log[1:]] == ["1", "2", "3", "4"]  # no lost or duplicated steps
+
+
+DDP_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from train_helpers import tiny_cfg, tiny_records
+from harness.train.loop import Run
+run = Run(tiny_cfg({model!r}, method={method!r}, max_steps=1, max_completion_tokens=24, micro_batch_size=2,
+                   batch_size=4), tiny_records(), {out!r}, "h")
+run.train_step()
+if run.acc.is_main_process:
+    from safetensors.torch import save_file
+    save_file(run.trainable_state(), {out!r} + ".safetensors")
+"""
+
+
+@pytest.mark.parametrize("method", ["sft", "sdft"])
+def test_two_processes_give_the_same_update_as_one(tiny_model_dir, tmp_path, method):
+    """accelerate launch --cpu --num_processes 2 == one process with the same effective batch."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent), OMP_NUM_THREADS="1")
+    outs = {}
+    for n in (1, 2):
+        out = str(tmp_path / f"p{n}")
+        script = tmp_path / f"ddp{n}.py"
+        script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), model=str(tiny_model_dir), out=out,
+                                            method=method))
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(n),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[n] = load_file(out + ".safetensors")
+    for k in outs[1]:
+        # tolerance: float32 summation order differs between one process and an all-reduce
+        assert torch.allclose(outs[1][k], outs[2][k], atol=1e-6, rtol=1e-5), k
+    assert any(not torch.equal(v, torch.zeros_like(v)) for v in outs[1].values())
