@@ -312,6 +312,137 @@ def train_cmd(
     console.print(f"adapter/model: {res.final_dir}" + (f"; merged: {res.merged_dir}" if res.merged_dir else ""))
 
 
+# ----------------------------------------------------------------------------- run / report / claims
+@app.command("run")
+def run_cmd(
+    suite: Path = typer.Argument(..., help="Suite YAML, e.g. suites/quick.yaml."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cached / to run) and exit."),
+    model: Optional[str] = typer.Option(None, help="Override the suite's model."),
+    data_dir: Optional[str] = typer.Option(None), db: Optional[str] = typer.Option(None),
+    reports: Path = typer.Option(Path("reports"), help="Where the report folder goes."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip rendering the report."),
+):
+    """Run the whole train-and-compare loop of a suite (cached, resumable), then write the report."""
+    from .pipeline import SuiteRunner
+
+    store = _store(db)
+    overrides = {"model": model} if model else None
+    with progress_bar() as prog:
+        tasks: dict = {}
+
+        def factory(label):
+            def cb(done, total):
+                if label not in tasks:
+                    tasks[label] = prog.add_task(label, total=total)
+                prog.update(tasks[label], completed=done, total=total)
+            return cb
+
+        runner = SuiteRunner(suite, store, data_dir, log=lambda m: prog.console.print(f"[dim]{m}[/dim]"),
+                             progress_factory=factory, overrides=overrides)
+        if dry_run:
+            plan = runner.plan()
+        else:
+            import time as _t
+
+            t0 = _t.perf_counter()
+            run_id = runner.run()
+            wall = _t.perf_counter() - t0
+    if dry_run:
+        t = Table(title=f"plan for {suite} ({runner.suite.model})")
+        for c in ("point", "step", "status"):
+            t.add_column(c)
+        for r in plan:
+            t.add_row(r["point"], r["step"], "[green]cached[/green]" if r["cached"] else "[yellow]will run[/yellow]")
+        console.print(t)
+        n = sum(not r["cached"] for r in plan)
+        console.print(f"{n} of {len(plan)} steps will run")
+        return
+    _print_summary(run_id, store)
+    if not no_report:
+        from .report import render
+
+        paths = render(run_id, db=str(store.path), out_dir=str(reports))
+        console.print(f"report: {paths.get('html')}  (markdown: {paths.get('markdown')})")
+    console.print(f"run {run_id} finished in {wall:.1f}s; stored in {store.path}")
+
+
+def _print_summary(run_id: str, store) -> None:
+    from .results import load, summary_table
+
+    console.print(summary_table(load(run_id, db=str(store.path))))
+
+
+@app.command("report")
+def report_cmd(run: str = typer.Argument(..., help="Run id (prefix) or suite name."),
+               db: Optional[str] = typer.Option(None), out: Path = typer.Option(Path("reports"), "--out")):
+    """Render the HTML + Markdown report of a stored run (no torch needed)."""
+    from .paths import results_db
+    from .report import render
+
+    paths = render(run, db=str(results_db(db)), out_dir=str(out))
+    console.print(f"report: {paths.get('html')}  (markdown: {paths.get('markdown')})")
+
+
+@app.command("claims")
+def claims_cmd(run: str = typer.Argument(..., help="Run id (prefix) or suite name."),
+               db: Optional[str] = typer.Option(None)):
+    """Check the paper's claims against a stored run: supported / contradicted / inconclusive."""
+    from .claims import claims_command
+    from .paths import results_db
+
+    raise typer.Exit(claims_command(run, str(results_db(db)), console))
+
+
+@eval_app.command("prior")
+def eval_prior(
+    model: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="Alias, hub id, model folder or adapter folder."),
+    suite: Path = typer.Option(Path("suites/prior.yaml"), help="Prior-suite file."),
+    benchmarks: Optional[str] = typer.Option(None, help="Comma-separated subset of the suite's benchmarks."),
+    limit: Optional[int] = typer.Option(None, help="Seeded subset size per benchmark (same items for every model)."),
+    batch_size: int = typer.Option(8),
+    dtype: str = typer.Option("bfloat16"), device: str = typer.Option("cpu"),
+    data_dir: Optional[str] = typer.Option(None), db: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None),
+):
+    """General benchmarks through lm-eval, offline, paired and cached by content."""
+    from .models import fingerprint, load_model
+    from .prior.evaluate import evaluate_prior, prior_average
+
+    if limit is not None and limit <= 0:
+        raise HarnessError(f"--limit must be positive, got {limit}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    store = _store(db)
+    run_id = store.new_run("eval-prior", config={"model": model, "suite": str(suite), "limit": limit,
+                                                 "benchmarks": benchmarks})
+    mh = fingerprint(model)
+    with progress_bar() as prog:
+        task = prog.add_task("prior suite", total=None)
+
+        def cb(event, name, info):
+            prog.update(task, description=f"{event} {name}")
+            if event in ("done", "cached"):
+                prog.advance(task)
+
+        res = evaluate_prior(lambda: load_model(model, dtype=dtype, device=device, merge_adapter=True), None,
+                             model_label=model, store=store, suite_path=suite, model_hash=mh,
+                             benchmarks=benchmarks.split(",") if benchmarks else None, limit=limit,
+                             data_dir=data_dir, batch_size=batch_size, progress=cb, run_id=run_id)
+    store.finish_run(run_id)
+    t = Table(title=f"prior suite · {model} · limit {limit}")
+    for c in ("benchmark", "metric", "value ± stderr", "n", "chance", "wall-clock", "cached"):
+        t.add_column(c, justify="left" if c in ("benchmark", "metric") else "right")
+    for name, r in res.items():
+        se = f" ± {r['stderr']:.4f}" if r.get("stderr") is not None else ""
+        t.add_row(name, r["metric"], f"{r['value']:.4f}{se}", str(r["n"]), f"{r['chance']:.2f}",
+                  f"{r['wall_s']:.1f}s", "yes" if r["cached"] else "no")
+    console.print(t)
+    console.print(f"prior average (unweighted, paper's six present): {prior_average(res):.4f}")
+    console.print(f"run {run_id} stored in {store.path}")
+
+
 # ----------------------------------------------------------------------------- gate
 @app.command("gate")
 def gate_cmd(

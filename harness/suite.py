@@ -132,9 +132,10 @@ def arm_configs(suite: Suite, arm_name: str, seed: int) -> list[tuple[dict, Trai
     return out
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file, including every training point it implies."""
-    data = read_mapping(path)
+def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
+    """Read and validate a suite file, including every training point it implies.
+    `overrides` (from CLI flags) replace top-level keys before validation."""
+    data = read_mapping(path) | (overrides or {})
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:

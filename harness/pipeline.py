@@ -1,0 +1,257 @@
+"""`harness run SUITE`: the whole train-and-compare loop from one suite file.
+
+    harness run suites/quick.yaml            # run (or resume) everything, then write the report
+    harness run suites/quick.yaml --dry-run  # print the plan: what is cached, what will run
+
+For each arm × seed × grid point: train (SFT or SDFT, one shared loop), evaluate on the new task's
+validation split (to pick the best point per arm and seed, the paper's protocol) and test split,
+and on the prior-capability suite. `base` and `teacher` are evaluated without training.
+
+Every artefact is keyed by content — a trained checkpoint by its training config, data and base
+weights; an evaluation by the weights, items and settings — so an unchanged suite recomputes
+nothing, changing one arm's setting recomputes that arm only, and a killed run resumes where it
+stopped (training from its last checkpoint, evaluations from their last committed batch).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+from .evaluate import EvalRequest, eval_key as tooluse_eval_key, evaluate, hf_backend_factory
+from .generation import GenerationSettings
+from .models import fingerprint
+from .paths import data_dir as resolve_data_dir
+from .store import Store
+from .suite import Suite, arm_configs, load_suite
+from .tasks import tooluse as tu
+from .train.config import TrainConfig
+
+PAPER_MODEL = "Qwen2.5-7B-Instruct"
+
+
+@dataclass
+class Point:
+    name: str                       # 'base', 'teacher', 'sft/lr=0.0001/seed=0', ...
+    arm: str
+    method: str
+    seed: int | None = None
+    hparams: dict = field(default_factory=dict)
+    cfg: TrainConfig | None = None
+    train_key: str | None = None
+    checkpoint: Path | None = None
+
+
+@dataclass
+class Data:
+    train: tu.LoadResult
+    test: tu.LoadResult
+    validation: tu.LoadResult | None
+
+
+def _load_split(spec, data_dir: Path, where: str) -> tu.LoadResult:
+    path = tu.resolve_split(spec.split, data_dir)
+    loaded = tu.load_tooluse(path, skip_invalid=spec.skip_invalid)
+    records = loaded.records
+    if spec.exclude:
+        other = tu.load_tooluse(tu.resolve_split(spec.exclude, data_dir), skip_invalid=True)
+        drop = {r.prompt for r in other.records}
+        records = [r for r in records if r.prompt not in drop]
+        if not records:
+            raise ConfigError(f"{where}.exclude: removes every item of {spec.split}")
+    if spec.limit is not None and spec.limit > len(records):
+        raise ConfigError(f"{where}.limit: {spec.limit} is more than the {len(records)} items available")
+    records = tu.subset(records, spec.limit)
+    from .hashing import hash_obj
+
+    h = hash_obj([[r.item_id, r.prompt, r.gold_calls, r.demonstration] for r in records])
+    return tu.LoadResult(records, loaded.skipped, loaded.path, h)
+
+
+def load_data(suite: Suite, data_dir: Path) -> Data:
+    t = suite.task
+    return Data(_load_split(t.train, data_dir, "task.train"), _load_split(t.test, data_dir, "task.test"),
+                _load_split(t.validation, data_dir, "task.validation") if t.validation else None)
+
+
+def build_points(suite: Suite, data: Data) -> list[Point]:
+    pts = []
+    model_hash = fingerprint(suite.model)
+    for arm_name, arm in suite.arms.items():
+        if arm.method in ("base", "teacher"):
+            pts.append(Point(arm_name, arm_name, arm.method))
+            continue
+        for seed in suite.seeds:
+            for hp, cfg in arm_configs(suite, arm_name, seed):
+                hp_txt = ",".join(f"{k}={v}" for k, v in sorted(hp.items()))
+                name = f"{arm_name}/{hp_txt or 'default'}/seed={seed}"
+                key = cfg.key(data.train.data_hash, model_hash)
+                pts.append(Point(name, arm_name, arm.method, seed, hp, cfg, key,
+                                 Path("results") / "checkpoints" / key))
+    return pts
+
+
+def _trained(p: Point) -> bool:
+    marker = p.checkpoint / "final" / "harness_train.json"
+    return marker.is_file() and json.loads(marker.read_text()).get("key") == p.train_key
+
+
+class SuiteRunner:
+    def __init__(self, suite_path: str | Path, store: Store, data_dir=None,
+                 log: Callable[[str], None] = print, progress_factory=None, overrides: dict | None = None):
+        self.suite_path = Path(suite_path)
+        self.suite = load_suite(suite_path, overrides)
+        self.store = store
+        self.data_dir = resolve_data_dir(data_dir)
+        self.data = load_data(self.suite, self.data_dir)
+        self.points = build_points(self.suite, self.data)
+        self.log = log
+        self.progress_factory = progress_factory
+        self.settings = GenerationSettings(max_new_tokens=self.suite.task.max_new_tokens)
+
+    # ------------------------------------------------------------------ model specs
+    def spec_of(self, p: Point) -> str:
+        return self.suite.model if p.cfg is None else str(p.checkpoint / "final")
+
+    def tooluse_request(self, p: Point, split: str) -> EvalRequest:
+        d = self.data.test if split == "test" else self.data.validation
+        arm = "teacher" if p.method == "teacher" else "base"
+        return EvalRequest(d.records, d.data_hash, arm, self.settings, self.suite.task.teacher_template,
+                           split=getattr(self.suite.task, split).split, dtype=self.suite.dtype)
+
+    # ------------------------------------------------------------------ plan
+    def plan(self) -> list[dict]:
+        """What would run: one row per step, with whether it is cached."""
+        rows = []
+        for p in self.points:
+            if p.cfg is not None:
+                rows.append({"point": p.name, "step": f"train {p.method}",
+                             "cached": _trained(p), "key": p.train_key})
+            trained_or_fixed = p.cfg is None or _trained(p)
+            mh = fingerprint(self.spec_of(p)) if trained_or_fixed else None
+            splits = ["test"] + (["validation"] if self.data.validation is not None and p.cfg is not None else [])
+            for split in splits:
+                cached = mh is not None and self.store.get_eval(tooluse_eval_key(self.tooluse_request(p, split), mh)) is not None
+                rows.append({"point": p.name, "step": f"tooluse {split}", "cached": cached})
+            if self.suite.prior is not None and p.method != "teacher":
+                rows.append({"point": p.name, "step": "prior suite",
+                             "cached": mh is not None and self._prior_cached(p, mh)})
+        return rows
+
+    def _prior_cached(self, p: Point, model_hash: str) -> bool:
+        from .prior.evaluate import plan_keys
+
+        keys = plan_keys(model_hash, **self._prior_kwargs())
+        return all(self.store.get_eval(k) is not None for k in keys.values())
+
+    def _prior_kwargs(self) -> dict:
+        pr = self.suite.prior
+        return {"suite_path": pr.suite, "benchmarks": pr.benchmarks, "limit": pr.limit, "data_dir": self.data_dir}
+
+    # ------------------------------------------------------------------ steps
+    def train_point(self, p: Point) -> dict:
+        from .train.loop import train
+
+        if _trained(p):
+            meta = json.loads((p.checkpoint / "final" / "harness_train.json").read_text())
+            return meta["totals"] | {"steps": meta["steps"], "cached": True}
+        self.log(f"train {p.name} → {p.checkpoint}")
+        cb = self._bar(f"train {p.name}")
+        res = train(p.cfg, self.data.train.records, p.checkpoint, self.data.train.data_hash, store=self.store,
+                    progress=(lambda s, t, row: cb(s, t)) if cb else None, data_source=self.data.train.path)
+        return res.totals | {"steps": res.steps, "cached": False}
+
+    def eval_tooluse(self, p: Point, split: str, run_id: str) -> dict:
+        spec = self.spec_of(p)
+        mh = fingerprint(spec)
+        req = self.tooluse_request(p, split)
+        factory = hf_backend_factory(spec, self.suite.dtype, self.suite.device, self.suite.task.batch_size)
+        label = p.name + ("" if split == "test" else f"#{split}")
+        cb = self._bar(f"tooluse {split} {p.name}")
+        res = evaluate(req, self.store, mh, spec, factory, progress=cb)
+        self.store.link(run_id, res["eval_key"], label)
+        self._holder = factory
+        return res
+
+    def eval_prior(self, p: Point, run_id: str) -> dict:
+        from .prior.evaluate import evaluate_prior
+
+        spec = self.spec_of(p)
+        mh = fingerprint(spec)
+        pr = self.suite.prior
+
+        def load():
+            from .models import load_model
+
+            dtype = "float32" if self.suite.dtype == "bf16-autocast" else self.suite.dtype
+            return load_model(spec, dtype=dtype, device=self.suite.device, merge_adapter=True)
+
+        return evaluate_prior(load, None, model_label=p.name, store=self.store, model_hash=mh,
+                              batch_size=pr.batch_size, run_id=run_id, **self._prior_kwargs())
+
+    def _bar(self, label):
+        return self.progress_factory(label) if self.progress_factory else None
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> str:
+        import torch
+
+        if self.suite.threads:
+            torch.set_num_threads(self.suite.threads)
+        t0 = time.perf_counter()
+        suite_dict = json.loads(self.suite.model_dump_json())
+        run_id = self.store.new_run("suite", name=self.suite.name, config=suite_dict,
+                                    meta={"suite": self.suite.name, "suite_path": str(self.suite_path)})
+        meta_points = []
+        for p in self.points:
+            entry: dict[str, Any] = {"point": p.name, "arm": p.arm, "method": p.method, "seed": p.seed,
+                                     "hparams": p.hparams, "selected": p.cfg is None, "train_key": p.train_key,
+                                     "checkpoint": str(p.checkpoint / "final") if p.checkpoint else None,
+                                     "cost": {}, "evals": {}}
+            if p.cfg is not None:
+                totals = self.train_point(p)
+                entry["cost"] = {"train_wall_s": totals.get("train_s", totals.get("wall_s")),
+                                 "wall_s": totals.get("wall_s"), "tokens_generated": totals.get("tokens_generated"),
+                                 "tokens_forwarded": totals.get("tokens_forwarded"), "flops": totals.get("flops"),
+                                 "steps": totals.get("steps")}
+                if self.data.validation is not None:
+                    v = self.eval_tooluse(p, "validation", run_id)
+                    entry["evals"]["tooluse-val"] = v["eval_key"]
+            t = self.eval_tooluse(p, "test", run_id)
+            entry["evals"]["tooluse"] = t["eval_key"]
+            if self.suite.prior is not None and p.method != "teacher":
+                for bench, r in self.eval_prior(p, run_id).items():
+                    entry["evals"][f"prior/{bench}"] = r["eval_key"]
+                    entry.setdefault("benchmarks", {})[bench] = {"metric": r["metric"], "chance": r["chance"],
+                                                                 "in_average": r.get("in_average", True)}
+            meta_points.append(entry)
+            self.store.update_run_meta(run_id, points=meta_points)
+        self._select(meta_points)
+        benchmarks = {}
+        for e in meta_points:
+            benchmarks.update(e.pop("benchmarks", {}))
+        self.store.finish_run(run_id, meta={"points": meta_points, "benchmarks": benchmarks,
+                                            "model": self.suite.model, "paper_model": PAPER_MODEL,
+                                            "task": self.suite.task.name, "wall_s": time.perf_counter() - t0})
+        return run_id
+
+    def _select(self, pts: list[dict]) -> None:
+        """Best point per (arm, seed) by validation accuracy (first wins ties); without a
+        validation split every (single) point is selected."""
+        groups: dict[tuple, list[dict]] = {}
+        for e in pts:
+            if e["train_key"]:
+                groups.setdefault((e["arm"], e["seed"]), []).append(e)
+        for group in groups.values():
+            if "tooluse-val" in group[0]["evals"] and self.suite.selection.metric == "validation":
+                def acc(e):
+                    return self.store.get_eval(e["evals"]["tooluse-val"])["summary"]["accuracy"]
+                best = max(group, key=acc)
+            else:
+                best = group[0]
+            for e in group:
+                e["selected"] = e is best
