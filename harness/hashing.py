@@ -62,5 +62,11 @@ def hash_model(model) -> str:
 
 
 def forget_model_hash(model) -> None:
-    if hasattr(model, "_harness_weights_hash"):
-        del model._harness_weights_hash
+    """Drop memoised hashes after the weights changed (wrappers such as PeftModel forward
+    attribute reads to the wrapped model, so clear every level)."""
+    seen = set()
+    while model is not None and id(model) not in seen:
+        seen.add(id(model))
+        model.__dict__.pop("_harness_weights_hash", None)
+        model = model.__dict__.get("base_model") or model.__dict__.get("_modules", {}).get("base_model") \
+            or model.__dict__.get("_modules", {}).get("model")

@@ -31,11 +31,12 @@ def test_sft_loss_masks_prompt_tokens(tiny_model_dir, tmp_path):
     model = run.model
     per_seq = []
     for e in exs:
-        ids = torch.tensor([e.student_ids + e.demo_ids])
+        ids = torch.tensor([e.student_ids + e.demo_ids], device=run.device)
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0]
+            logits = model(input_ids=ids).logits[0].float()
         P = len(e.student_ids)
-        ce = torch.nn.functional.cross_entropy(logits[P - 1:P - 1 + len(e.demo_ids)], torch.tensor(e.demo_ids))
+        ce = torch.nn.functional.cross_entropy(logits[P - 1:P - 1 + len(e.demo_ids)],
+                                               torch.tensor(e.demo_ids, device=run.device))
         per_seq.append(ce)
     assert loss.item() == pytest.approx(torch.stack(per_seq).mean().item(), rel=1e-4)
     # changing a prompt token's *label* cannot matter: only demo tokens are targets
@@ -161,7 +162,7 @@ def _script(tmp_path, model_dir, out, method):
 
 @pytest.mark.parametrize("method", ["sft", "sdft"])
 def test_sigkill_and_resume_gives_identical_weights(tiny_model_dir, tmp_path, method):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent.parent)]))
     ref_out, kill_out = tmp_path / "ref", tmp_path / "killed"
     subprocess.run([sys.executable, _script(tmp_path, tiny_model_dir, ref_out, method)], check=True, env=env,
                    capture_output=True)
@@ -202,7 +203,8 @@ if run.acc.is_main_process:
 @pytest.mark.parametrize("method", ["sft", "sdft"])
 def test_two_processes_give_the_same_update_as_one(tiny_model_dir, tmp_path, method):
     """accelerate launch --cpu --num_processes 2 == one process with the same effective batch."""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent), OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent.parent)]))
     outs = {}
     for n in (1, 2):
         out = str(tmp_path / f"p{n}")

@@ -119,6 +119,7 @@ class Run:
             from ..hashing import hash_model
 
             self.model_hash = hash_model(model)
+            model.to(self.acc.device)
         self.tok = tokenizer
         self.data_hash = data_hash
         self.key = cfg.key(data_hash, self.model_hash)

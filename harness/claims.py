@@ -1,0 +1,246 @@
+"""Check the paper's claims against a stored suite run.
+
+    harness claims RUN                          # table in the terminal (exit code 0)
+    from harness.claims import check_claims
+    rows = check_claims(harness.results.load("quick"))
+
+Claims (Shenfeld et al., arXiv 2601.19897; numbers for Qwen2.5-7B-Instruct on tool use):
+
+(a) teacher > base on the new task: the demonstration-conditioned teacher solves far more than the
+    base model (paper: 100% vs 42.9%). Measured: teacher - base accuracy on the same items; test:
+    exact McNemar p with the Agresti-Min 95% interval (`metrics.paired_test`).
+(b) SDFT new-task accuracy >= SFT (paper: 70.6 vs 63.2). Measured: SDFT - SFT on the same items,
+    selected points (best validation), seeds averaged per item; McNemar / Agresti-Min for 0/1
+    scores, paired bootstrap when seed-averaging makes scores fractional.
+(c) SDFT forgets less than SFT (paper: prior average 65.4 vs 56.0). Measured: SDFT prior average -
+    SFT prior average (= SFT forgetting - SDFT forgetting), paired bootstrap over items within each
+    benchmark of the unweighted average (`metrics.prior_average_change_ci`).
+(d) cost: SDFT takes about 2.5x the FLOPs (d-flops) and about 4x the wall-clock (d-wall) of SFT.
+    Measured: SDFT/SFT ratio (`Results.cost_ratio`: matched grid points when both arms trained
+    the same hyper-parameters and seeds, else per optimizer step).
+
+Verdict rules (95% two-sided intervals; one verdict per row):
+
+(a)-(c), the claim says the difference D is > 0 (the "claim's side"):
+    supported      the interval lies entirely above 0 (lo > 0)
+    contradicted   the interval lies entirely below 0 (hi < 0)
+    inconclusive at this sample size   otherwise (the interval contains 0)
+    Only the direction is tested; the magnitude is shown beside the paper's (a 7B model's).
+(d), the claim says the ratio R is about C (C = 2.5 or 4); tolerance band [C / 1.5, C x 1.5]
+    (FLOPs [1.67, 3.75], wall-clock [2.67, 6.0]); interval = the ratio's 95% interval, or the ratio
+    itself when there is no interval (one measurement per arm; FLOPs are counted, not timed, so a
+    point is exact for them, while a single timing is flagged in the note):
+    supported      the interval lies inside the band
+    contradicted   the interval lies entirely outside the band (all below or all above it)
+    inconclusive at this sample size   otherwise (the interval straddles a band edge)
+Any claim whose inputs the run lacks (no teacher, no prior suite, no cost) gets "not measured".
+No multiple-comparison correction across claims: each is a separate, pre-stated hypothesis.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .paper import CLAIMS, PAPER_LABEL, table5_row
+
+SUPPORTED = "supported"
+CONTRADICTED = "contradicted"
+INCONCLUSIVE = "inconclusive at this sample size"
+NOT_MEASURED = "not measured"
+VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)
+COST_TOLERANCE = 1.5  # multiplicative band around the paper's cost ratios
+
+
+def sign_verdict(lo: float, hi: float) -> str:
+    """Verdict for a claim 'difference > 0' from its interval [lo, hi] (see module docstring)."""
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return NOT_MEASURED
+    if lo > 0:
+        return SUPPORTED
+    if hi < 0:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def band_verdict(ratio: float, lo: float, hi: float, claim: float, tol: float = COST_TOLERANCE) -> str:
+    """Verdict for a claim 'ratio is about `claim`' with band [claim / tol, claim * tol]; the
+    interval [lo, hi] falls back to the point `ratio` when lo/hi are NaN."""
+    if ratio is None or math.isnan(ratio):
+        return NOT_MEASURED
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        lo = hi = ratio
+    b_lo, b_hi = claim / tol, claim * tol
+    if b_lo <= lo and hi <= b_hi:
+        return SUPPORTED
+    if hi < b_lo or lo > b_hi:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def _row(cid: str, claim: str, paper: str, unit: str, rule: str, **kw: Any) -> dict:
+    row = {"id": cid, "claim": claim, "paper": paper, "unit": unit, "measured": math.nan, "lo": math.nan,
+           "hi": math.nan, "p": math.nan, "n": 0, "test": "", "rule": rule, "verdict": NOT_MEASURED, "note": ""}
+    row.update(kw)
+    return row
+
+
+def check_claims(results) -> list[dict]:
+    """Evaluate claims (a)-(d) on a loaded `harness.results.Results`.
+
+    Returns one dict per claim row (ids 'a', 'b', 'c', 'd-flops', 'd-wall') with: claim, paper
+    (the paper's numbers, labelled with the paper's model), measured, lo, hi (95% interval),
+    unit ('pp' for accuracy differences in fractions, 'x' for ratios), p (NaN where not a test),
+    n (items or pairs), test, rule, verdict (one of `VERDICTS`) and note.
+    """
+    r = results
+    task = r.task
+    sign_rule = "supported if 95% CI > 0, contradicted if < 0, else inconclusive"
+    p_base, p_sft, p_sdft = (table5_row(task, m) for m in ("base", "sft", "sdft"))
+    rows = []
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    # (a) teacher vs base
+    row = _row("a", f"teacher (demonstration in context) > base on {task}",
+               f"{pct(CLAIMS['teacher_tooluse_acc'])} vs {pct(p_base['task_acc']) if p_base else 'n/a'} "
+               f"({PAPER_LABEL})" if task == "tooluse" else f"teacher > base ({PAPER_LABEL}, tool use)",
+               "pp", sign_rule)
+    if "teacher" in r.arms and "base" in r.arms and (c := r.paired("base", "teacher", task)):
+        row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n"],
+                   test=_test_name(c), verdict=sign_verdict(c["lo"], c["hi"]),
+                   note=f"teacher {100 * c['value']:.1f}% vs base {100 * c['ref_value']:.1f}%")
+    else:
+        row["note"] = "needs base and teacher evaluated on the new task"
+    rows.append(row)
+
+    sft, sdft = r.sft_arm, r.sdft_arm
+    seeds_note = ""
+    if sft and sdft:
+        ns = (len(r.arm_points(sft)), len(r.arm_points(sdft)))
+        seeds_note = f"seeds: SFT {ns[0]}, SDFT {ns[1]}; selected (best-validation) points"
+    # (b) SDFT >= SFT on the new task
+    row = _row("b", f"SDFT new-task accuracy >= SFT ({task})",
+               (f"{pct(p_sdft['task_acc'])} vs {pct(p_sft['task_acc'])} ({PAPER_LABEL})"
+                if p_sdft and p_sft else PAPER_LABEL), "pp", sign_rule)
+    if sft and sdft and (c := r.paired(sft, sdft, task)):
+        row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n"], test=_test_name(c),
+                   verdict=sign_verdict(c["lo"], c["hi"]),
+                   note=f"SDFT {100 * c['value']:.1f}% vs SFT {100 * c['ref_value']:.1f}%; {seeds_note}")
+    else:
+        row["note"] = "needs SFT and SDFT arms evaluated on the new task"
+    rows.append(row)
+
+    # (c) SDFT forgets less than SFT
+    row = _row("c", "SDFT forgets less than SFT (prior average, SDFT - SFT)",
+               (f"prior avg {pct(p_sdft['prior_avg'])} vs {pct(p_sft['prior_avg'])}, base "
+                f"{pct(p_base['prior_avg'])} ({PAPER_LABEL})" if p_sdft and p_sft and p_base else PAPER_LABEL),
+               "pp", sign_rule)
+    c = r.prior_change(sft, sdft) if sft and sdft and r.average_tasks else None
+    if c:
+        names = ", ".join(t.split("/", 1)[1] for t in r.average_tasks)
+        row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"],
+                   n=len(r.average_tasks), test="paired bootstrap over items (unweighted average)",
+                   verdict=sign_verdict(c["lo"], c["hi"]),
+                   note=f"benchmarks: {names}; {seeds_note}")
+        at_chance = _at_chance(r)
+        if at_chance:
+            row["note"] += f"; base at chance on {', '.join(at_chance)} (cannot show forgetting there)"
+    else:
+        row["note"] = ("no prior benchmarks in this run" if not r.average_tasks
+                       else "needs SFT and SDFT arms evaluated on every benchmark of the prior average")
+    rows.append(row)
+
+    # (d) cost ratios
+    for cid, measure, key, what in (("d-flops", "flops", "sdft_flops_ratio", "FLOPs"),
+                                    ("d-wall", "train_wall_s", "sdft_wall_ratio", "wall-clock")):
+        claim_v = CLAIMS[key]
+        row = _row(cid, f"SDFT / SFT training {what} ~ {claim_v:g}x",
+                   f"~{claim_v:g}x (paper text)", "x",
+                   f"band [{claim_v / COST_TOLERANCE:.2f}, {claim_v * COST_TOLERANCE:.2f}]: supported if the "
+                   "95% CI (or the point, without one) lies inside, contradicted if entirely outside, "
+                   "else inconclusive")
+        c = r.cost_ratio(sdft, sft, measure) if sft and sdft else None
+        if c:
+            note = c["basis"]
+            if c.get("note"):
+                note += f"; {c['note']}"
+            if measure == "train_wall_s" and (math.isnan(c["lo"]) or math.isnan(c["hi"])):
+                note += "; single timing on shared hardware: indicative only"
+            row.update(measured=c["ratio"], lo=c["lo"], hi=c["hi"], n=c["n"], test="ratio of costs",
+                       verdict=band_verdict(c["ratio"], c["lo"], c["hi"], claim_v), note=note)
+        else:
+            row["note"] = f"no {what} recorded for both SFT and SDFT"
+        rows.append(row)
+    return rows
+
+
+def _test_name(c: dict) -> str:
+    if c["test"] == "mcnemar":
+        return f"exact McNemar (gains {c.get('n01')}, losses {c.get('n10')}), Agresti-Min CI"
+    return "paired bootstrap over items"
+
+
+def _at_chance(r) -> list[str]:
+    bt = r.benchmark_table()
+    if bt.empty:
+        return []
+    return sorted(set(bt.loc[bt["at_chance"].astype(bool) & bt["in_average"].astype(bool), "benchmark"]))
+
+
+# ----- formatting -------------------------------------------------------------------------------
+def format_measured(row: dict) -> tuple[str, str]:
+    """(measured, interval) as display strings: '+7.4 pp' / '[0.0, 15.4]', or '2.50x' / '[2.1, 3.0]'."""
+    m, lo, hi = row["measured"], row["lo"], row["hi"]
+    if m is None or math.isnan(m):
+        return "n/a", ""
+    if row["unit"] == "x":
+        ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{lo:.2f}, {hi:.2f}]"
+        return f"{m:.2f}x", ci or "n/a (1 measurement)"
+    ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return f"{100 * m:+.1f} pp", ci
+
+
+def format_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+VERDICT_STYLE = {SUPPORTED: "green", CONTRADICTED: "red", INCONCLUSIVE: "yellow", NOT_MEASURED: "dim"}
+
+
+def claims_table(rows: list[dict], title: str | None = None):
+    """A rich Table of `check_claims` rows for the terminal."""
+    from rich.table import Table
+
+    t = Table(title=title or "paper claims vs this run", show_lines=True)
+    for c, kw in (("claim", {}), ("paper", {}), ("measured", {"justify": "right"}), ("95% CI", {"justify": "right"}),
+                  ("p", {"justify": "right"}), ("verdict", {}), ("note", {})):
+        t.add_column(c, **kw)
+    for r in rows:
+        m, ci = format_measured(r)
+        style = VERDICT_STYLE.get(r["verdict"], "")
+        t.add_row(f"({r['id']}) {r['claim']}", r["paper"], m, ci, format_p(r["p"]),
+                  f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"], r["note"])
+    return t
+
+
+def claims_command(run: str, db: Any = None, console: Any = None) -> int:
+    """`harness claims RUN`: print the claims table for a suite run; returns exit code 0.
+    A missing store or run raises `StoreError` (the CLI prints it as one line)."""
+    from rich.console import Console
+
+    from .results import load
+
+    console = console or Console()
+    res = load(run, db)
+    rows = check_claims(res)
+    console.print(claims_table(rows, title=f"paper claims · run {res.run_id} · {res.meta.get('model', '')}"))
+    console.print(f"verdict rules: {SUPPORTED} = 95% CI on the claim's side; {CONTRADICTED} = CI entirely on "
+                  f"the other side; {INCONCLUSIVE} = CI straddles; cost ratios use a x/÷{COST_TOLERANCE:g} band "
+                  "(see harness/claims.py)", highlight=False)
+    for n in res.notes:
+        console.print(f"note: {n}", highlight=False)
+    return 0
