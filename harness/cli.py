@@ -323,9 +323,9 @@ def run_cmd(
     no_report: bool = typer.Option(False, "--no-report", help="Skip rendering the report."),
 ):
     """Run the whole train-and-compare loop of a suite (cached, resumable), then write the report."""
+    from .paths import results_db
     from .pipeline import SuiteRunner
 
-    store = _store(db)
     overrides = {"model": model} if model else None
     with progress_bar() as prog:
         tasks: dict = {}
@@ -337,7 +337,7 @@ def run_cmd(
                 prog.update(tasks[label], completed=done, total=total)
             return cb
 
-        runner = SuiteRunner(suite, store, data_dir, log=lambda m: prog.console.print(f"[dim]{m}[/dim]"),
+        runner = SuiteRunner(suite, results_db(db), data_dir, log=lambda m: prog.console.print(f"[dim]{m}[/dim]"),
                              progress_factory=factory, overrides=overrides)
         if dry_run:
             plan = runner.plan()
@@ -347,6 +347,7 @@ def run_cmd(
             t0 = _t.perf_counter()
             run_id = runner.run()
             wall = _t.perf_counter() - t0
+            store = runner.store
     if dry_run:
         t = Table(title=f"plan for {suite} ({runner.suite.model})")
         for c in ("point", "step", "status"):
@@ -366,10 +367,43 @@ def run_cmd(
     console.print(f"run {run_id} finished in {wall:.1f}s; stored in {store.path}")
 
 
-def _print_summary(run_id: str, store) -> None:
-    from .results import load, summary_table
+def _fmt_ci(v, lo, hi, pct=True) -> str:
+    import math
 
-    console.print(summary_table(load(run_id, db=str(store.path))))
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    k = 100 if pct else 1
+    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        return f"{v * k:.1f}"
+    return f"{v * k:.1f} [{lo * k:.1f}, {hi * k:.1f}]"
+
+
+def _print_summary(run_id: str, store) -> None:
+    """Per arm: new-task accuracy, prior average, forgetting (each with a 95% CI), wall-clock."""
+    from .results import load
+
+    res = load(run_id, db=store)
+    nt = res.new_task_table().set_index("arm")
+    pr = res.prior_table().set_index("arm") if len(res.prior_table()) else None
+    cost = res.cost_table()
+    cost = cost.set_index("arm") if len(cost) and "arm" in cost.columns else None
+    t = Table(title=f"run {run_id} · {res.points['point'].iloc[0] if len(res.points) else ''}".rstrip(" ·"))
+    for c in ("arm", "new-task acc % [95% CI]", "n", "prior avg %", "forgetting pts [95% CI]", "train wall-clock"):
+        t.add_column(c, justify="left" if c == "arm" else "right")
+    for arm, r in nt.iterrows():
+        pa = fg = "-"
+        if pr is not None and arm in pr.index:
+            p = pr.loc[arm]
+            pa = _fmt_ci(p["prior_avg"], None, None)
+            fg = _fmt_ci(p["forgetting"], p["lo"], p["hi"]) if arm != "base" else "0 (reference)"
+        wall = "-"
+        if cost is not None and arm in cost.index:
+            for col in ("train_wall_s", "wall_s"):
+                if col in cost.columns and cost.loc[arm, col] == cost.loc[arm, col]:
+                    wall = f"{float(cost.loc[arm, col]):.0f}s"
+                    break
+        t.add_row(arm, _fmt_ci(r["acc"], r["lo"], r["hi"]), str(int(r["n"])), pa, fg, wall)
+    console.print(t)
 
 
 @app.command("report")
@@ -417,7 +451,9 @@ def eval_prior(
     store = _store(db)
     run_id = store.new_run("eval-prior", config={"model": model, "suite": str(suite), "limit": limit,
                                                  "benchmarks": benchmarks})
-    mh = fingerprint(model)
+    from .hashing import hash_obj
+
+    mh = hash_obj([fingerprint(model), dtype, "merged-adapter"])  # same recipe as `harness run`
     with progress_bar() as prog:
         task = prog.add_task("prior suite", total=None)
 

@@ -78,7 +78,7 @@ def load_data(suite: Suite, data_dir: Path) -> Data:
                 _load_split(t.validation, data_dir, "task.validation") if t.validation else None)
 
 
-def build_points(suite: Suite, data: Data) -> list[Point]:
+def build_points(suite: Suite, data: Data, ckpt_root: Path) -> list[Point]:
     pts = []
     model_hash = fingerprint(suite.model)
     for arm_name, arm in suite.arms.items():
@@ -91,7 +91,7 @@ def build_points(suite: Suite, data: Data) -> list[Point]:
                 name = f"{arm_name}/{hp_txt or 'default'}/seed={seed}"
                 key = cfg.key(data.train.data_hash, model_hash)
                 pts.append(Point(name, arm_name, arm.method, seed, hp, cfg, key,
-                                 Path("results") / "checkpoints" / key))
+                                 ckpt_root / key))
     return pts
 
 
@@ -101,17 +101,26 @@ def _trained(p: Point) -> bool:
 
 
 class SuiteRunner:
-    def __init__(self, suite_path: str | Path, store: Store, data_dir=None,
+    def __init__(self, suite_path: str | Path, db: str | Path | Store, data_dir=None,
                  log: Callable[[str], None] = print, progress_factory=None, overrides: dict | None = None):
+        """Validates the suite and loads its data up front; the store is opened only when
+        something is read or written, so bad input leaves no file behind."""
         self.suite_path = Path(suite_path)
         self.suite = load_suite(suite_path, overrides)
-        self.store = store
+        self._store = db if isinstance(db, Store) else None
+        self.db_path = Path(db.path) if isinstance(db, Store) else Path(db)
         self.data_dir = resolve_data_dir(data_dir)
         self.data = load_data(self.suite, self.data_dir)
-        self.points = build_points(self.suite, self.data)
+        self.points = build_points(self.suite, self.data, self.db_path.parent / "checkpoints")
         self.log = log
         self.progress_factory = progress_factory
         self.settings = GenerationSettings(max_new_tokens=self.suite.task.max_new_tokens)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.db_path)
+        return self._store
 
     # ------------------------------------------------------------------ model specs
     def spec_of(self, p: Point) -> str:
@@ -142,10 +151,17 @@ class SuiteRunner:
                              "cached": mh is not None and self._prior_cached(p, mh)})
         return rows
 
+    def prior_model_hash(self, spec: str) -> str:
+        """Weights fingerprint plus how they are loaded (dtype, adapters merged) — all of which
+        change lm-eval's numbers."""
+        from .hashing import hash_obj
+
+        return hash_obj([fingerprint(spec), self.suite.dtype, "merged-adapter"])
+
     def _prior_cached(self, p: Point, model_hash: str) -> bool:
         from .prior.evaluate import plan_keys
 
-        keys = plan_keys(model_hash, **self._prior_kwargs())
+        keys = plan_keys(self.prior_model_hash(self.spec_of(p)), **self._prior_kwargs())
         return all(self.store.get_eval(k) is not None for k in keys.values())
 
     def _prior_kwargs(self) -> dict:
@@ -181,7 +197,7 @@ class SuiteRunner:
         from .prior.evaluate import evaluate_prior
 
         spec = self.spec_of(p)
-        mh = fingerprint(spec)
+        mh = self.prior_model_hash(spec)
         pr = self.suite.prior
 
         def load():

@@ -157,6 +157,14 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+
+def _yerr(vals, lo, hi):
+    """Error-bar lengths; clipped at 0 because an interval bound can sit a rounding error on the
+    wrong side of its estimate (e.g. Wilson at 0/n)."""
+    import numpy as np
+
+    return [np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)]
+
 def fig_pareto(r: Results) -> bytes | None:
     """New-task accuracy vs prior average: every trained point, selected ones highlighted,
     base (square) and teacher (vertical line: it is evaluated on the new task only)."""
@@ -236,7 +244,7 @@ def fig_bench_change(r: Results, bt: pd.DataFrame, prior: pd.DataFrame) -> bytes
                 b_.set_hatch("//")
                 b_.set_alpha(0.55)
         ok = ~np.isnan(los) & ~np.isnan(his)
-        ax.errorbar(pos[ok], vals[ok], yerr=[vals[ok] - los[ok], his[ok] - vals[ok]], fmt="none",
+        ax.errorbar(pos[ok], vals[ok], yerr=_yerr(vals[ok], los[ok], his[ok]), fmt="none",
                     ecolor="black", capsize=3, linewidth=1)
         prow, pbase = table5_row(r.task, arm), table5_row(r.task, BASE)
         if prow and pbase:
@@ -307,7 +315,7 @@ def fig_ceiling(r: Results, nt: pd.DataFrame) -> bytes | None:
     cols = [arm_color(a, r.arms) for a in nt["arm"]]
     ax.bar(x, np.nan_to_num(vals), 0.6, color=cols, label="measured (95% CI)")
     ok = ~np.isnan(lo) & ~np.isnan(hi)
-    ax.errorbar(x[ok], vals[ok], yerr=[vals[ok] - lo[ok], hi[ok] - vals[ok]], fmt="none", ecolor="black", capsize=4)
+    ax.errorbar(x[ok], vals[ok], yerr=_yerr(vals[ok], lo[ok], hi[ok]), fmt="none", ecolor="black", capsize=4)
     for xi, v in zip(x, vals):
         if not np.isnan(v):
             ax.text(xi, 2, f"{v:.1f}%", ha="center", va="bottom", fontsize=8, color="white", fontweight="bold")

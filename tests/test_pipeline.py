@@ -1,0 +1,153 @@
+"""`harness run` on the ci-tiny suite with a tiny random model: plan, caching, partial recompute,
+resume of an interrupted evaluation, and suite validation errors."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.errors import ConfigError
+from harness.suite import load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "suites" / "ci-tiny.yaml"
+
+
+def write_suite(tmp_path, mutate=None, name="s.yaml"):
+    d = yaml.safe_load(SUITE.read_text())
+    if mutate:
+        mutate(d)
+    (tmp_path / "suites").mkdir(exist_ok=True)
+    for f in ("prior-quick.yaml",):
+        shutil.copy(ROOT / "suites" / f, tmp_path / "suites" / f)
+    p = tmp_path / "suites" / name
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture()
+def env(tmp_path, tiny_model_dir, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(data_dir))
+    return {"db": tmp_path / "results" / "h.db", "model": str(tiny_model_dir)}
+
+
+def test_run_then_cached_rerun_then_partial_recompute(tmp_path, env):
+    suite = write_suite(tmp_path)
+    common = ["--model", env["model"], "--db", env["db"], "--reports", tmp_path / "reports"]
+    r = invoke("run", suite, "--dry-run", *common)
+    import re
+
+    m = re.search(r"(\d+) of (\d+) steps will run", r.output)
+    assert r.exit_code == 0 and m and m.group(1) == m.group(2)  # fresh store: everything runs
+    r = invoke("run", suite, *common)
+    assert r.exit_code == 0, r.output
+    assert "report:" in r.output and (tmp_path / "reports").is_dir()
+    from harness.store import Store
+
+    store = Store(env["db"])
+    n_evals = len(store.find_evals())
+    n_trained = len(list((tmp_path / "results" / "checkpoints").iterdir()))
+    assert n_trained == 3  # two SFT grid points and one SDFT point
+    # unchanged suite: everything cached, nothing new computed
+    r = invoke("run", suite, "--dry-run", *common)
+    assert "0 of" in r.output
+    r = invoke("run", suite, *common)
+    assert r.exit_code == 0 and len(store.find_evals()) == n_evals
+    # change one arm's setting: only that arm (training + its evaluations) recomputes
+    suite2 = write_suite(tmp_path, lambda d: d["arms"]["sdft"]["train"].update(ema_alpha=0.5), name="s2.yaml")
+    r = invoke("run", suite2, "--dry-run", *common)
+    lines = [l for l in r.output.splitlines() if "will run" in l and "│" in l]
+    assert lines and all("sdft" in l for l in lines)
+    r = invoke("run", suite2, *common)
+    assert r.exit_code == 0
+    assert len(list((tmp_path / "results" / "checkpoints").iterdir())) == 4
+    runs = store.list_runs(kind="suite")
+    meta = runs[-1]["meta"]
+    sel = {p["point"]: p["selected"] for p in meta["points"]}
+    assert sum(v for k, v in sel.items() if k.startswith("sft/")) == 1  # best-by-validation per arm
+
+
+def test_interrupted_evaluation_resumes_missing_items_only(tmp_path, tiny_model_dir, data_dir):
+    from harness.evaluate import EvalRequest, evaluate, hf_backend_factory
+    from harness.generation import GenerationSettings
+    from harness.store import Store
+    from harness.tasks import tooluse as tu
+
+    loaded = tu.load_tooluse(data_dir / tu.SPLITS["paper68"])
+    recs = loaded.records[:6]
+    req = EvalRequest(recs, "h", "base", GenerationSettings(max_new_tokens=4))
+    store = Store(tmp_path / "h.db")
+    real = hf_backend_factory(str(tiny_model_dir), "float32", "cpu", 2)()
+    calls = []
+
+    class Dying:
+        def generate(self, prompts, settings, on_batch=None):
+            calls.append(len(prompts))
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # killed during the second chunk
+            return real.generate(prompts, settings)
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(req, store, "mh", "tiny", Dying(), chunk=2)
+    key = next(iter(store.find_evals()))["eval_key"]
+    assert store.get_eval(key) is None and len(store.done_items(key)) == 2  # nothing marked complete
+    seen = []
+
+    class Counting:
+        def generate(self, prompts, settings, on_batch=None):
+            seen.extend(prompts)
+            return real.generate(prompts, settings)
+
+    res = evaluate(req, store, "mh", "tiny", Counting(), chunk=2)
+    assert len(seen) == 4 and res["n"] == 6 and not res["cached"]
+    again = evaluate(req, store, "mh", "tiny", Counting(), chunk=2)
+    assert again["cached"] and len(seen) == 4
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d["arms"].update(dpo={}), "arms.dpo: unknown arm 'dpo'"),
+    (lambda d: d["arms"]["sft"]["grid"].update(lrr=[1]), "arms.sft.grid.lrr: unknown training setting"),
+    (lambda d: d["arms"]["sft"]["grid"].update(lr=[]), "grid 'lr' must be a non-empty list"),
+    (lambda d: d["arms"]["sdft"]["train"].update(divergence="tv"), "train.divergence: unknown divergence"),
+    (lambda d: d.pop("task") and None or d.update(task={"train": {"split": "eval_real"}, "test": {"split": "paper68"}})
+     or d["task"].update(validation=None), "task.validation: a grid needs a validation split"),
+    (lambda d: d["prior"].update(benchmarks=["hellaswg"]), "prior.benchmarks: unknown benchmark 'hellaswg'"),
+    (lambda d: d.update(seeds=[]), "seeds: at least one seed"),
+    (lambda d: d["task"].update(tset=1), "task.tset: unknown key"),
+])
+def test_suite_errors_name_the_key(tmp_path, mutate, message):
+    p = write_suite(tmp_path, mutate)
+    with pytest.raises(ConfigError) as e:
+        load_suite(p)
+    assert message in str(e.value) and str(p) in str(e.value)
+
+
+def test_shipped_suites_validate():
+    for name in ("quick", "smoke", "ci-tiny", "paper-tooluse"):
+        s = load_suite(ROOT / "suites" / f"{name}.yaml")
+        assert set(s.arms) >= {"base", "teacher", "sft", "sdft"}
+        assert (ROOT / "suites" / f"{name}.yaml").read_text().startswith("# harness run suites/")
+    paper = load_suite(ROOT / "suites" / "paper-tooluse.yaml")
+    assert paper.seeds == [0, 1, 2] and len(paper.arms["sdft"].grid["lr"]) == 3
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, env):
+    p = write_suite(tmp_path, lambda d: d["arms"].update(dpo={}))
+    r = CliRunner().invoke(app, ["run", str(p), "--db", str(env["db"])])
+    assert r.exit_code != 0
+    assert not env["db"].exists()
+    from harness.cli import run as cli_run
+    import subprocess, sys
+
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "report", "nope", "--db", str(tmp_path / "x.db")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "not found" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.db").exists() and not (tmp_path / "reports").exists()
