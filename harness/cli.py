@@ -97,7 +97,7 @@ def eval_tooluse(
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N items only."),
     max_new_tokens: int = typer.Option(1024, help="Generation budget (the paper uses 1024)."),
     batch_size: int = typer.Option(8, help="Prompts per generate call (left padding)."),
-    dtype: str = typer.Option("bfloat16", help="float32, bfloat16, or bf16-autocast (fp32 weights, bf16 compute)."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, or bf16-autocast (fp32 weights, bf16 compute). bf16 is only fast on CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     teacher_template: str = typer.Option("paper", help="'paper' (colon), 'code' (period), or a custom string with {prompt} and {demonstration}."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip records whose gold Action_Input is not JSON (listed in the run metadata) instead of failing."),
@@ -140,7 +140,7 @@ def eval_tooluse(
     with progress_bar() as prog:
         for arm in arm_list:
             task = prog.add_task(f"{arm}", total=len(records))
-            req = EvalRequest(records, loaded.data_hash, arm, settings, teacher_template, split, dtype)
+            req = EvalRequest(records, tu.records_hash(records), arm, settings, teacher_template, split, dtype)
             res = evaluate(req, store, model_hash, model, factory,
                            progress=lambda d, t, task=task: prog.update(task, completed=d, total=t))
             store.link(run_id, res["eval_key"], arm)
@@ -297,7 +297,7 @@ def train_cmd(
             prog.update(task_id, completed=step, total=total,
                         description=f"{cfg.method} loss {row['loss']:.4f} drift {row['drift_kl']:.4f}")
 
-        res = train(cfg, records, output_dir, loaded.data_hash, store=store, progress=cb, data_source=loaded.path)
+        res = train(cfg, records, output_dir, tu.records_hash(records), store=store, progress=cb, data_source=loaded.path)
     t = Table(title=f"{cfg.method} · {cfg.model} · {res.steps} steps")
     for c in ("step", "loss", "divergence", "drift KL", "rollout len", "tokens/s", "step s", "lr"):
         t.add_column(c, justify="right")
@@ -434,7 +434,7 @@ def eval_prior(
     benchmarks: Optional[str] = typer.Option(None, help="Comma-separated subset of the suite's benchmarks."),
     limit: Optional[int] = typer.Option(None, help="Seeded subset size per benchmark (same items for every model)."),
     batch_size: int = typer.Option(8),
-    dtype: str = typer.Option("bfloat16"), device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("float32", help="Weights dtype (bfloat16 pays off on GPUs and bf16-capable CPUs)."), device: str = typer.Option("cpu"),
     data_dir: Optional[str] = typer.Option(None), db: Optional[str] = typer.Option(None),
     threads: Optional[int] = typer.Option(None),
 ):

@@ -144,3 +144,75 @@ def hf_backend_factory(model_spec: str, dtype: str, device: str, batch_size: int
         return holder["b"]
 
     return make
+
+
+def _reference_eval(store: Store, task: str, items: list[str]) -> dict | None:
+    """The newest complete evaluation of `task` whose item set covers `items`: it tells how the
+    baseline was measured (split, generation budget, dtype, suite file)."""
+    want = set(items)
+    for e in reversed(store.find_evals(task=task, status="complete")):
+        ids = e["settings"].get("items") or e["settings"].get("item_ids") or []
+        if want <= {str(i) for i in ids}:
+            return e
+    return None
+
+
+def evaluate_candidate(spec: str, metrics, store: Store) -> dict:
+    """Evaluate a checkpoint (alias, folder or adapter folder) on exactly the baseline's items,
+    with the settings the baseline was measured with; used by `harness gate`.
+
+    Returns {metric: {"task", "metric", "items": {item_id: score}}}. Cached by content like
+    every evaluation, so a second gate run on the same checkpoint computes nothing."""
+    from .errors import ConfigError
+    from .models import fingerprint
+    from .paths import data_dir as resolve_data_dir
+
+    out: dict = {}
+    prior_by_ref: dict = {}
+    for name in metrics:
+        items = list(metrics[name]) if not isinstance(metrics, (list, tuple)) else []
+        task = name
+        ref = _reference_eval(store, task, items)
+        if ref is None:
+            raise ConfigError(f"metric {name!r}: no stored evaluation in {store.path} covers the baseline's "
+                              "items, so the gate cannot tell how to measure the candidate; evaluate the "
+                              "baseline with harness first")
+        st = ref["settings"]
+        if task == "tooluse":
+            split = st.get("split", "paper68")
+            path = tu.resolve_split(split, resolve_data_dir(None))
+            loaded = tu.load_tooluse(path, skip_invalid=True)
+            by_id = {r.item_id: r for r in loaded.records}
+            missing = [i for i in items if i not in by_id]
+            if missing:
+                raise ConfigError(f"metric 'tooluse': baseline item {missing[0]!r} is not in {path}")
+            ids = [str(i) for i in st.get("items", items)]
+            recs = [by_id[i] for i in ids if i in by_id]
+            gen = GenerationSettings(**st["generation"])
+            req = EvalRequest(recs, tu.records_hash(recs),
+                              ref["arm"] if ref["arm"] in ARMS else "base", gen, st.get("teacher_template", "paper"),
+                              split, st.get("dtype", "bfloat16"))
+            res = evaluate(req, store, fingerprint(spec), spec,
+                           hf_backend_factory(spec, req.dtype, "cpu", 8), chunk=8)
+            scores = {r["item_id"]: r["score"] for r in store.examples(res["eval_key"])}
+            out[name] = {"task": task, "metric": "accuracy", "items": {i: scores[i] for i in items}}
+        elif task.startswith("prior/"):
+            bench = task.split("/", 1)[1]
+            prior_by_ref.setdefault((st.get("suite"), st.get("limit")), []).append((name, bench, items))
+        else:
+            raise ConfigError(f"metric {name!r}: the gate cannot evaluate task {task!r} on a checkpoint")
+    if prior_by_ref:
+        from .hashing import hash_obj as _h
+        from .models import load_model
+        from .prior.evaluate import evaluate_prior
+
+        mh = _h([fingerprint(spec), "bfloat16", "merged-adapter"])
+        for (suite_path, limit), group in prior_by_ref.items():
+            res = evaluate_prior(lambda: load_model(spec, dtype="bfloat16", merge_adapter=True), None,
+                                 model_label=spec, store=store, suite_path=suite_path, model_hash=mh,
+                                 benchmarks=[b for _, b, _ in group], limit=limit)
+            for name, bench, items in group:
+                scores = {r["item_id"]: r["score"] for r in store.examples(res[bench]["eval_key"])}
+                out[name] = {"task": name, "metric": res[bench]["metric"],
+                             "items": {i: scores[i] for i in items if i in scores}}
+    return out

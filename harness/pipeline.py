@@ -66,10 +66,7 @@ def _load_split(spec, data_dir: Path, where: str) -> tu.LoadResult:
     if spec.limit is not None and spec.limit > len(records):
         raise ConfigError(f"{where}.limit: {spec.limit} is more than the {len(records)} items available")
     records = tu.subset(records, spec.limit)
-    from .hashing import hash_obj
-
-    h = hash_obj([[r.item_id, r.prompt, r.gold_calls, r.demonstration] for r in records])
-    return tu.LoadResult(records, loaded.skipped, loaded.path, h)
+    return tu.LoadResult(records, loaded.skipped, loaded.path, tu.records_hash(records))
 
 
 def load_data(suite: Suite, data_dir: Path) -> Data:

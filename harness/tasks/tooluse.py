@@ -201,8 +201,12 @@ def load_tooluse(path: str | Path, skip_invalid: bool = False) -> LoadResult:
             seen[r.item_id] = n + 1
             if n:
                 r.item_id = f"{r.item_id}#{n}"
-    data_hash = hash_obj([[r.item_id, r.prompt, r.gold_calls, r.demonstration] for r in records])
-    return LoadResult(records, skipped, str(path), data_hash)
+    return LoadResult(records, skipped, str(path), records_hash(records))
+
+
+def records_hash(records: list[ToolUseRecord]) -> str:
+    """Content hash of exactly these records (ids, prompts, gold calls, demonstrations)."""
+    return hash_obj([[r.item_id, r.prompt, r.gold_calls, r.demonstration] for r in records])
 
 
 def resolve_split(split: str, data_dir: Path) -> Path:

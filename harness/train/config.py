@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     max_prompt_tokens: int = 2048        # student/teacher prompt limit (never silently truncated)
     max_completion_tokens: int = 256     # SFT demonstration limit / SDFT rollout length
+    max_rollout_tokens: int | None = None  # (sdft) rollout length if different (None = max_completion_tokens)
     truncate_teacher_prompt: bool = False  # explicit opt-in to left-truncate long teacher prompts
     # --- SDFT
     divergence: str = "forward"          # (sdft) forward | reverse | jsd
@@ -94,6 +95,8 @@ class TrainConfig:
                 bad(k, f"must be positive, got {getattr(self, k)}")
         if self.max_steps is not None and self.max_steps <= 0:
             bad("max_steps", f"must be positive, got {self.max_steps}")
+        if self.max_rollout_tokens is not None and self.max_rollout_tokens <= 0:
+            bad("max_rollout_tokens", f"must be positive, got {self.max_rollout_tokens}")
         if self.skip_tokens < 0:
             bad("skip_tokens", "must be >= 0")
 

@@ -206,7 +206,8 @@ class Run:
         with self.autocast():
             gen = m.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=True,
                              temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=0,
-                             max_new_tokens=self.cfg.max_completion_tokens, pad_token_id=pad,
+                             max_new_tokens=self.cfg.max_rollout_tokens or self.cfg.max_completion_tokens,
+                             pad_token_id=pad,
                              eos_token_id=sorted(self.eos_ids) or None, use_cache=True)
         if was_training:
             m.train()

@@ -1,0 +1,64 @@
+"""The gate on real (tiny) checkpoints: a stored baseline run vs a checkpoint the gate evaluates
+itself with the baseline's settings, on exactly the baseline's items, through the cache."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+
+GATE = """format: harness-gate/1
+name: tiny
+defaults: {confidence: 0.95, power: 0.8, inconclusive: pass}
+metrics:
+  tooluse: {max_drop: 0.05}
+  prior/winogrande: {max_drop: 0.05}
+"""
+
+
+@pytest.fixture()
+def baseline_run(tmp_path, tiny_model_dir, data_dir, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(data_dir))
+    db = tmp_path / "h.db"
+    runner = CliRunner()
+    r = runner.invoke(app, ["eval", "tooluse", "--model", str(tiny_model_dir), "--arms", "base", "--limit", "4",
+                            "--max-new-tokens", "4", "--dtype", "float32", "--db", str(db)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    r2 = runner.invoke(app, ["eval", "prior", "--model", str(tiny_model_dir), "--suite", "suites/prior-quick.yaml",
+                             "--benchmarks", "winogrande", "--limit", "4", "--dtype", "bfloat16", "--db", str(db)],
+                       catch_exceptions=False)
+    assert r2.exit_code == 0, r2.output
+    from harness.store import Store
+
+    runs = Store(db).list_runs()
+    gate = tmp_path / "gate.yaml"
+    gate.write_text(GATE)
+    return db, runs, gate
+
+
+def test_gate_evaluates_a_checkpoint_candidate(baseline_run, tiny_model_dir, tiny_model_dir_b, tmp_path):
+    from harness.gate import save_baseline, load_baseline
+    from harness.store import Store
+
+    db, runs, gate = baseline_run
+    store = Store(db)
+    # a committed-style baseline file combining both runs' outcomes
+    tool = load_baseline(runs[0]["run_id"], store).metrics
+    prior = load_baseline(runs[1]["run_id"], store).metrics
+    path = save_baseline({"metrics": tool | prior}, tmp_path / "baseline.json")
+    n_before = len(store.find_evals())
+    runner = CliRunner()
+    # the baseline model itself as a checkpoint: every evaluation is a cache hit, and it passes
+    r = runner.invoke(app, ["gate", "--baseline", str(path), "--candidate", str(tiny_model_dir), "--suite", str(gate),
+                            "--db", str(db), "--markdown", str(tmp_path / "g.md"), "--junit", str(tmp_path / "g.xml")])
+    assert r.exit_code == 0, r.output
+    assert len(store.find_evals()) == n_before
+    assert "tooluse" in (tmp_path / "g.md").read_text() and "<testcase" in (tmp_path / "g.xml").read_text()
+    # a different checkpoint is evaluated on exactly the baseline's items
+    r = runner.invoke(app, ["gate", "--baseline", str(path), "--candidate", str(tiny_model_dir_b), "--suite", str(gate),
+                            "--db", str(db)])
+    assert r.exit_code in (0, 1, 2) and "tooluse" in r.output
+    new = [e for e in store.find_evals() if e["model"] == str(tiny_model_dir_b)]
+    assert {e["task"] for e in new} == {"tooluse", "prior/winogrande"}
+    assert all(len(store.examples(e["eval_key"])) == 4 for e in new)
