@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 from .errors import ConfigError
 from .generation import Backend, GenerationSettings, HFBackend
 from .hashing import hash_obj, hash_text
-from .metrics_basic import wilson
+from .metrics import wilson_interval as wilson
 from .store import Store
 from .tasks import tooluse as tu
 from .tasks.tooluse_scorer import SCORER_VERSION, score
