@@ -216,6 +216,23 @@ def results_export(run: str = typer.Argument(..., help="Run id (prefix) or name.
     console.print(f"wrote {out} ({len(evals)} evaluations)")
 
 
+@results_app.command("baseline")
+def results_baseline(spec: str = typer.Argument(..., help="RUN or RUN#ARM (a point label, e.g. RUN#base)."),
+                     out: Path = typer.Option(..., "--out", "-o", help="Baseline file, e.g. results/baselines/base.json."),
+                     note: Optional[str] = typer.Option(None, help="Free text stored in the file."),
+                     db: Optional[str] = typer.Option(None)):
+    """Write a human-readable, versioned baseline file (per-item outcomes) for `harness gate`."""
+    from .gate import load_baseline, save_baseline
+    from .paths import results_db
+    from .store import Store
+
+    store = Store.open_existing(results_db(db))
+    outcomes = load_baseline(spec, store)
+    path = save_baseline(outcomes, out, note=note)
+    n = {k: len(v["items"]) for k, v in outcomes.metrics.items()}
+    console.print(f"wrote {path}: " + ", ".join(f"{k} ({v} items)" for k, v in sorted(n.items())))
+
+
 # ----------------------------------------------------------------------------- data
 @data_app.command("check")
 def data_check(split: str = typer.Argument("paper68", help="Split name or file path."),

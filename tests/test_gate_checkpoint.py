@@ -47,8 +47,10 @@ def test_gate_evaluates_a_checkpoint_candidate(baseline_run, tiny_model_dir, tin
     tool = load_baseline(runs[0]["run_id"], store).metrics
     prior = load_baseline(runs[1]["run_id"], store).metrics
     path = save_baseline({"metrics": tool | prior}, tmp_path / "baseline.json")
-    n_before = len(store.find_evals())
     runner = CliRunner()
+    r = runner.invoke(app, ["results", "baseline", runs[0]["run_id"], "-o", str(tmp_path / "tool.json"), "--db", str(db)])
+    assert r.exit_code == 0 and load_baseline(str(tmp_path / "tool.json")).metrics["tooluse"]["items"] == tool["tooluse"]["items"]
+    n_before = len(store.find_evals())
     # the baseline model itself as a checkpoint: every evaluation is a cache hit, and it passes
     r = runner.invoke(app, ["gate", "--baseline", str(path), "--candidate", str(tiny_model_dir), "--suite", str(gate),
                             "--db", str(db), "--markdown", str(tmp_path / "g.md"), "--junit", str(tmp_path / "g.xml")])
