@@ -210,7 +210,10 @@ def records_hash(records: list[ToolUseRecord]) -> str:
 
 
 def resolve_split(split: str, data_dir: Path) -> Path:
-    """A short split name (see SPLITS) or a path (absolute, or relative to cwd or the data dir)."""
+    """A short split name (see SPLITS), a path (absolute, or relative to cwd or the data dir), or an
+    http(s) URL (downloaded once into the cache, e.g. the paper's training file)."""
+    if split.startswith(("http://", "https://")):
+        return _download(split)
     if split in SPLITS:
         return data_dir / SPLITS[split]
     p = Path(split).expanduser()
@@ -234,3 +237,26 @@ def subset(records: list[ToolUseRecord], limit: int | None) -> list[ToolUseRecor
 def as_dict(r: ToolUseRecord) -> dict[str, Any]:
     return {"item_id": r.item_id, "api": r.api, "instruction": r.instruction,
             "n_calls": len(r.gold_calls), "demo_source": r.demo_source}
+
+
+def _download(url: str) -> Path:
+    import hashlib
+    import os
+    import urllib.error
+    import urllib.request
+
+    from ..paths import cache_dir
+
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "data.json"
+    dest = cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            f.write(r.read())
+    except (urllib.error.URLError, OSError) as e:
+        raise DataError(f"{url}: download failed ({getattr(e, 'reason', e)})") from None
+    os.replace(tmp, dest)
+    return dest

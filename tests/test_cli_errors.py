@@ -1,0 +1,52 @@
+"""Bad input on the command line: one clear line on stderr, exit code 2, nothing written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def harness(*args, env_extra=None, cwd=None):
+    import os
+
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["eval", "tooluse", "--model", "no-such-alias"], "unknown model 'no-such-alias'"),
+    (["eval", "tooluse", "--arms", "base,oracle", "--model", "{tiny}"], "unknown arm 'oracle'"),
+    (["eval", "tooluse", "--limit", "0", "--model", "{tiny}"], "--limit must be positive"),
+    (["eval", "tooluse", "--split", "nope.json", "--model", "{tiny}"], "nope.json: tool-use data file not found"),
+    (["eval", "tooluse", "--split", "eval_real", "--model", "{tiny}"], "Action_Input is not JSON"),
+    (["eval", "tooluse", "--data-dir", "/nonexistent", "--model", "{tiny}"], "/nonexistent: data directory not found"),
+    (["models", "pull", "gpt-5"], "unknown model alias 'gpt-5'"),
+    (["train", "--method", "dpo", "-o", "{tmp}/o", "--model", "{tiny}"], "train.method: unknown method 'dpo'"),
+    (["train", "--method", "sft", "--divergence", "tv", "-o", "{tmp}/o", "--model", "{tiny}"], "unknown divergence"),
+    (["run", "suites/nope.yaml"], "suites/nope.yaml: file not found"),
+    (["report", "no-such-run"], "not found"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, tiny_model_dir, data_dir, args, needle):
+    args = [a.replace("{tiny}", str(tiny_model_dir)).replace("{tmp}", str(tmp_path)) for a in args]
+    db = tmp_path / "h.db"
+    r = harness(*args, env_extra={"HARNESS_DATA_DIR": str(data_dir), "HARNESS_DB": str(db)})
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not db.exists() and not (tmp_path / "o").exists()
+
+
+def test_skip_invalid_lists_skipped_records_in_run_metadata(tmp_path, tiny_model_dir, data_dir):
+    db = tmp_path / "h.db"
+    r = harness("eval", "tooluse", "--model", tiny_model_dir, "--split", "eval_real", "--skip-invalid", "--limit", "1",
+                "--arms", "base", "--max-new-tokens", "2", "--db", db, env_extra={"HARNESS_DATA_DIR": str(data_dir)})
+    assert r.returncode == 0, r.stderr
+    from harness.store import Store
+
+    run = Store(db).list_runs()[0]
+    assert len(run["meta"]["skipped"]) == 4 and all("not JSON" in s["problem"] for s in run["meta"]["skipped"])
+    out = tmp_path / "run.json"
+    r = harness("results", "export", run["run_id"], "-o", out, "--db", db)
+    assert r.returncode == 0 and json.loads(out.read_text())["evaluations"][0]["examples"][0]["item_id"]
