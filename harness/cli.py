@@ -352,6 +352,8 @@ def run_cmd(
                 if label not in tasks:
                     tasks[label] = prog.add_task(label, total=total)
                 prog.update(tasks[label], completed=done, total=total)
+                if not err_console.is_terminal:  # logs (CI, nohup): one line per update
+                    err_console.print(f"{label}: {done}/{total}", highlight=False)
             return cb
 
         runner = SuiteRunner(suite, results_db(db), data_dir, log=lambda m: prog.console.print(f"[dim]{m}[/dim]"),
