@@ -151,6 +151,8 @@ def _reference_eval(store: Store, task: str, items: list[str]) -> dict | None:
     baseline was measured (split, generation budget, dtype, suite file)."""
     want = set(items)
     for e in reversed(store.find_evals(task=task, status="complete")):
+        if e["arm"] == "teacher":  # a checkpoint is measured as a student, never with the demonstration
+            continue
         ids = e["settings"].get("items") or e["settings"].get("item_ids") or []
         if want <= {str(i) for i in ids}:
             return e
@@ -206,11 +208,22 @@ def evaluate_candidate(spec: str, metrics, store: Store) -> dict:
         from .models import load_model
         from .prior.evaluate import evaluate_prior
 
-        mh = _h([fingerprint(spec), "bfloat16", "merged-adapter"])
+        from .prior.evaluate import plan_keys
+
         for (suite_path, limit), group in prior_by_ref.items():
-            res = evaluate_prior(lambda: load_model(spec, dtype="bfloat16", merge_adapter=True), None,
+            benches = [b for _, b, _ in group]
+            # the dtype the checkpoint was already measured in, if any (a cache hit); else float32
+            dtype = "float32"
+            for d in ("float32", "bfloat16"):
+                keys = plan_keys(_h([fingerprint(spec), d, "merged-adapter"]), suite_path=suite_path,
+                                 benchmarks=benches, limit=limit)
+                if all(store.get_eval(k) is not None for k in keys.values()):
+                    dtype = d
+                    break
+            mh = _h([fingerprint(spec), dtype, "merged-adapter"])
+            res = evaluate_prior(lambda: load_model(spec, dtype=dtype, merge_adapter=True), None,
                                  model_label=spec, store=store, suite_path=suite_path, model_hash=mh,
-                                 benchmarks=[b for _, b, _ in group], limit=limit)
+                                 benchmarks=benches, limit=limit)
             for name, bench, items in group:
                 scores = {r["item_id"]: r["score"] for r in store.examples(res[bench]["eval_key"])}
                 out[name] = {"task": name, "metric": res[bench]["metric"],

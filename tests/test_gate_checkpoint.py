@@ -26,7 +26,7 @@ def baseline_run(tmp_path, tiny_model_dir, data_dir, monkeypatch):
                             "--max-new-tokens", "4", "--dtype", "float32", "--db", str(db)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     r2 = runner.invoke(app, ["eval", "prior", "--model", str(tiny_model_dir), "--suite", "suites/prior-quick.yaml",
-                             "--benchmarks", "winogrande", "--limit", "4", "--dtype", "bfloat16", "--db", str(db)],
+                             "--benchmarks", "winogrande", "--limit", "4", "--dtype", "float32", "--db", str(db)],
                        catch_exceptions=False)
     assert r2.exit_code == 0, r2.output
     from harness.store import Store
