@@ -169,6 +169,9 @@ def evaluate_candidate(spec: str, metrics, store: Store) -> dict:
     from .models import fingerprint
     from .paths import data_dir as resolve_data_dir
 
+    if store is None:
+        raise ConfigError(f"candidate {spec!r}: evaluating a checkpoint needs a results store (--db) that holds "
+                          "the baseline's evaluations")
     out: dict = {}
     prior_by_ref: dict = {}
     for name in metrics:

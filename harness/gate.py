@@ -182,7 +182,10 @@ def outcomes_from_store(store: Any, spec: str) -> OutcomeSet | None:
         return None
     evals = store.run_evals(run["run_id"])
     if sel:
-        evals = [e for e in evals if sel in (e.get("arm"), e.get("label"))]
+        # a link label (a suite point such as 'base' or 'sft/default/seed=0') wins over an arm name:
+        # trained checkpoints are evaluated as arm 'base' of their own weights
+        by_label = [e for e in evals if e.get("label") == sel]
+        evals = by_label or [e for e in evals if e.get("arm") == sel]
         if not evals:
             raise ConfigError(f"run {run['run_id']}: no evaluation with arm or label {sel!r}")
     by_task: dict[str, list[dict]] = {}
