@@ -406,7 +406,8 @@ def _print_summary(run_id: str, store) -> None:
     pr = res.prior_table().set_index("arm") if len(res.prior_table()) else None
     cost = res.cost_table()
     cost = cost.set_index("arm") if len(cost) and "arm" in cost.columns else None
-    t = Table(title=f"run {run_id} · {res.points['point'].iloc[0] if len(res.points) else ''}".rstrip(" ·"))
+    info = store.get_run(run_id)
+    t = Table(title=f"run {run_id} · suite {info.get('name')} · {info['meta'].get('model', '')}")
     for c in ("arm", "new-task acc % [95% CI]", "n", "prior avg %", "forgetting pts [95% CI]", "train wall-clock"):
         t.add_column(c, justify="left" if c == "arm" else "right")
     for arm, r in nt.iterrows():
@@ -517,7 +518,8 @@ def gate_cmd(
 def run() -> None:
     """Console-script entry point: one clean line for user errors."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns a typer.Exit code instead of exiting
+        sys.exit(rc if isinstance(rc, int) else 0)
     except HarnessError as e:
         if STATE["debug"]:
             raise

@@ -64,3 +64,21 @@ def test_gate_evaluates_a_checkpoint_candidate(baseline_run, tiny_model_dir, tin
     new = [e for e in store.find_evals() if e["model"] == str(tiny_model_dir_b)]
     assert {e["task"] for e in new} == {"tooluse", "prior/winogrande"}
     assert all(len(store.examples(e["eval_key"])) == 4 for e in new)
+
+
+def test_gate_exit_codes_reach_the_shell(baseline_run, tiny_model_dir, tmp_path):
+    """The console script must exit with the gate's code (0 pass, 1 regression, 2 undecidable)."""
+    import subprocess
+    import sys
+
+    db, runs, gate = baseline_run
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(GATE.replace("inconclusive: pass", "inconclusive: fail"))
+    base = f"{runs[0]['run_id']}#base"
+    cmd = [sys.executable, "-m", "harness.cli", "gate", "--baseline", base, "--candidate", base, "--db", str(db)]
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text(GATE.replace("  prior/winogrande: {max_drop: 0.05}\n", ""))
+    assert subprocess.run(cmd + ["--suite", str(lenient)], capture_output=True).returncode == 0
+    strict.write_text(lenient.read_text().replace("inconclusive: pass", "inconclusive: fail"))
+    r = subprocess.run(cmd + ["--suite", str(strict)], capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout[-500:]
