@@ -205,6 +205,13 @@ def paired_test(a: Any, b: Any, conf: float = 0.95, n_boot: int = 10000, seed: i
     return {"test": "bootstrap", **r}
 
 
+def _ranked(pvalues: Sequence[float]):
+    """(p array, NaN-filled output, indices of the non-NaN p-values in ascending order)."""
+    p = np.asarray(pvalues, dtype=float)
+    ok = np.flatnonzero(~np.isnan(p))
+    return p, np.full(p.shape, np.nan), ok[np.argsort(p[ok], kind="stable")]
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm step-down adjusted p-values (same order as given; NaN stays NaN).
 
@@ -212,13 +219,10 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     dependence between tests, which is what a gate over six correlated benchmarks needs, and is
     uniformly more powerful than Bonferroni.
     """
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    m = ok.size
+    p, out, order = _ranked(pvalues)
+    m = order.size
     if m == 0:
         return out.tolist()
-    order = ok[np.argsort(p[ok], kind="stable")]
     adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
     out[order] = np.minimum(adj, 1.0)
     return out.tolist()
@@ -230,13 +234,10 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
     Controls the false discovery rate rather than the family-wise error: the better choice for
     exploratory "which items/benchmarks changed" views with many comparisons.
     """
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    m = ok.size
+    p, out, order = _ranked(pvalues)
+    m = order.size
     if m == 0:
         return out.tolist()
-    order = ok[np.argsort(p[ok], kind="stable")]
     ranked = p[order] * m / np.arange(1, m + 1)
     adj = np.minimum.accumulate(ranked[::-1])[::-1]
     out[order] = np.minimum(adj, 1.0)
