@@ -527,5 +527,5 @@ def test_plugin_malformed_gate_and_inactive(pytester):
     res = pytester.runpytest(*_plugin_args(), *args)
     assert res.ret != 0
     res.stderr.fnmatch_lines(["*metrics.tooluse: unknown key 'max_dorp'*"])
-    pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
+    pytester.makepyfile(test_plain="def test_ok():\n    assert sorted([2, 1]) == [1, 2]\n")
     pytester.runpytest(*_plugin_args()).assert_outcomes(passed=1)  # no --harness-gate: plugin inert
