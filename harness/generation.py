@@ -9,6 +9,7 @@ Callers hand a backend chat-formatted prompts and get texts back; they never tou
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol, Sequence
@@ -54,7 +55,11 @@ def render_chat(tokenizer, prompt: str, use_template: bool = True) -> str:
 
 
 class HFBackend:
-    """transformers `generate`, batched with left padding, sorted by length to cut padding."""
+    """Batched with left padding, sorted by length to cut padding.
+
+    Greedy decoding (the evaluation setting) runs `greedy_pruned`, which drops finished rows;
+    sampling uses transformers `generate`.
+    """
 
     name = "hf"
 
@@ -75,21 +80,20 @@ class HFBackend:
         for b in range(0, len(order), self.batch_size):
             idx = order[b:b + self.batch_size]
             batch = self.tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt").to(device)
-            kwargs = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=self.tok.pad_token_id)
-            if eos is not None:
-                kwargs["eos_token_id"] = eos
-            if settings.temperature > 0:
-                torch.manual_seed(settings.seed + b)
-                kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                  enabled=self.autocast_bf16):
-                gen = self.model.generate(**batch, **kwargs)
-            new = gen[:, batch["input_ids"].shape[1]:]
+                if settings.temperature > 0:
+                    torch.manual_seed(settings.seed + b)
+                    gen = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens,
+                                              pad_token_id=self.tok.pad_token_id, eos_token_id=eos,
+                                              do_sample=True, temperature=settings.temperature,
+                                              top_p=settings.top_p)
+                    rows = [r.tolist() for r in gen[:, batch["input_ids"].shape[1]:]]
+                else:
+                    rows = greedy_pruned(self.model, batch["input_ids"], batch["attention_mask"],
+                                         settings.max_new_tokens, eos)
             res = []
-            for row, i in zip(new, idx):
-                ids = row.tolist()
+            for ids, i in zip(rows, idx):
                 n = len(ids)
                 while n and ids[n - 1] == self.tok.pad_token_id:
                     n -= 1
@@ -99,6 +103,58 @@ class HFBackend:
             if on_batch:
                 on_batch(b, res)
         return out  # type: ignore[return-value]
+
+
+def greedy_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id) -> list[list[int]]:
+    """Greedy decoding that drops each row from the batch (and its KV cache) once it emits EOS.
+
+    Why not `model.generate`: it keeps finished rows in the batch until the longest one ends, so at
+    the paper's 1024-token budget one long "Thought" makes every row of its batch pay for 1024 steps.
+    vLLM fixes this with continuous batching on GPUs; on CPUs this loop is the cheap equivalent.
+    The per-row computation is the one `generate` does (left padding, positions from the attention
+    mask, last-position logits, argmax), so outputs match it (tested against `generate`). It is pure
+    greedy, as the paper evaluates: no repetition penalty or other processors from a model's
+    generation_config.
+    Returns each row's new token ids, EOS included when it was produced.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+    n = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    if max_new_tokens <= 0:
+        return out
+    alive = list(range(n))
+    mask = attention_mask
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    # transformers renamed `past_key_values` to `cache` within 5.x; an unknown name would be swallowed by
+    # **kwargs and silently decode without the cache, so pick the name the model declares.
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache_kw = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                   **{cache_kw: cache}, logits_to_keep=1).logits[:, -1]
+    next_pos = pos[:, -1:] + 1
+    for step in range(max_new_tokens):
+        tok = logits.argmax(-1)
+        keep = []
+        for j, (r, t) in enumerate(zip(alive, tok.tolist())):
+            out[r].append(t)
+            if t not in eos:
+                keep.append(j)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(alive):
+            sel = torch.tensor(keep, device=tok.device)
+            cache.batch_select_indices(sel)
+            alive = [alive[j] for j in keep]
+            tok, mask, next_pos = tok[sel], mask[sel], next_pos[sel]
+        mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
+        logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
+                       use_cache=True, logits_to_keep=1, **{cache_kw: cache}).logits[:, -1]
+        next_pos = next_pos + 1
+    return out
 
 
 class VLLMBackend:
