@@ -220,3 +220,11 @@ def test_two_processes_give_the_same_update_as_one(tiny_model_dir, tmp_path, met
         # tolerance: float32 summation order differs between one process and an all-reduce
         assert torch.allclose(outs[1][k], outs[2][k], atol=1e-6, rtol=1e-5), k
     assert any(not torch.equal(v, torch.zeros_like(v)) for v in outs[1].values())
+
+
+@pytest.mark.parametrize("method", ["sft", "sdft"])
+def test_drift_is_zero_before_the_first_update_without_a_probe_and_measured_after(tiny_model_dir, tmp_path, method):
+    run = make_run(tiny_model_dir, tmp_path, records=tiny_records(), method=method, drift_every=1, max_steps=2)
+    first, second = run.train_step(), run.train_step()
+    assert first["drift_kl"] == 0.0 and first["drift_s"] == 0.0      # exact by construction, no probe paid
+    assert second["drift_s"] > 0 and second["drift_kl"] > 0          # after one update (lr 1e-2) it moved
