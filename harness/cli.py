@@ -33,7 +33,8 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(results_app, name="results")
 app.add_typer(data_app, name="data")
 
-console = Console()
+# Piped into a log, rich would fold tables to 80 columns ("acc…"); keep them readable there.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 STATE = {"debug": False}
 
