@@ -8,8 +8,8 @@ Arms:
   the in-context ceiling that SDFT distils from.
 A trained checkpoint is evaluated as arm `base` of that checkpoint (the caller labels it).
 
-Each (model weights, data subset, arm, generation settings, template, scorer version) is one
-evaluation keyed by content. Per-item outcomes are committed batch by batch, so a killed run
+Each (model weights, data subset, arm, generation settings, decoder version, template, scorer
+version) is one evaluation keyed by content. Per-item outcomes are committed batch by batch, so a killed run
 loses at most one batch and a re-run generates only the missing items.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .errors import ConfigError
-from .generation import Backend, GenerationSettings, HFBackend
+from .generation import Backend, GenerationSettings, HFBackend, decoder_id
 from .hashing import hash_obj, hash_text
 from .metrics import wilson_interval as wilson
 from .store import Store
@@ -56,7 +56,8 @@ def arm_prompt(rec: tu.ToolUseRecord, arm: str, template: str) -> str:
 def eval_key(req: EvalRequest, model_hash: str) -> str:
     ids_hash = hash_obj([r.item_id for r in req.records])
     return Store.eval_key(task="tooluse", arm=req.arm, model_hash=model_hash, data_hash=req.data_hash,
-                          items=ids_hash, settings=req.settings.key(), dtype=req.dtype,
+                          items=ids_hash, settings=req.settings.key(), decoder=decoder_id(req.settings),
+                          dtype=req.dtype,
                           template=req.teacher_template if req.arm == "teacher" else None,
                           scorer=SCORER_VERSION)
 
@@ -91,7 +92,8 @@ def evaluate(req: EvalRequest, store: Store, model_hash: str, model_label: str,
         return hit["summary"] | {"eval_key": key, "cached": True}
     store.begin_eval(key, task="tooluse", arm=req.arm, model=model_label, model_hash=model_hash,
                      data_hash=req.data_hash,
-                     settings={"generation": req.settings.key(), "split": req.split, "dtype": req.dtype,
+                     settings={"generation": req.settings.key(), "decoder": decoder_id(req.settings),
+                               "split": req.split, "dtype": req.dtype,
                                "teacher_template": req.teacher_template, "scorer": SCORER_VERSION,
                                "items": [r.item_id for r in req.records]})
     done = store.done_items(key)

@@ -27,6 +27,18 @@ class GenerationSettings:
         return asdict(self)
 
 
+# Bump when a change to the decoding code can change what a given model generates (e.g. 230515a moved
+# greedy decoding from `generate`, which applied a model's generation_config, to `greedy_pruned`).
+DECODER_VERSION = 2
+
+
+def decoder_id(settings: GenerationSettings, backend: str = "hf") -> str:
+    """The decoding implementation behind an output; part of every tool-use evaluation's cache key,
+    so outputs cached under an older decoder are recomputed rather than reused as if current."""
+    how = "sample-generate" if settings.temperature > 0 else "greedy-pruned"
+    return f"{backend}.{how}/{DECODER_VERSION}"
+
+
 @dataclass
 class Generation:
     text: str

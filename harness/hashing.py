@@ -1,8 +1,8 @@
 """Content hashes that key every cached artefact.
 
 A cache key must change whenever anything that could change the result changes: the weights,
-the data, the prompt/arm, the generation settings and the scorer version. Hashing weights costs
-about a second per GB on this CPU, so model hashes are memoised per object.
+the data, the prompt/arm, the generation settings, the decoder version and the scorer version.
+Hashing weights costs about a second per GB on this CPU, so model hashes are memoised per object.
 """
 
 from __future__ import annotations

@@ -112,6 +112,28 @@ def test_interrupted_evaluation_resumes_missing_items_only(tmp_path, tiny_model_
     assert again["cached"] and len(seen) == 4
 
 
+def test_a_new_decoder_version_recomputes_instead_of_reusing_cached_outputs(tmp_path, tiny_model_dir, data_dir,
+                                                                             monkeypatch):
+    from harness import generation
+    from harness.evaluate import EvalRequest, evaluate, hf_backend_factory
+    from harness.store import Store
+    from harness.tasks import tooluse as tu
+
+    recs = tu.load_tooluse(data_dir / tu.SPLITS["paper68"]).records[:2]
+    req = EvalRequest(recs, "h", "base", generation.GenerationSettings(max_new_tokens=3))
+    store = Store(tmp_path / "h.db")
+    backend = hf_backend_factory(str(tiny_model_dir), "float32", "cpu", 2)()
+    first = evaluate(req, store, "mh", "tiny", backend)
+    assert store.get_eval(first["eval_key"])["settings"]["decoder"] == f"hf.greedy-pruned/{generation.DECODER_VERSION}"
+    monkeypatch.setattr(generation, "DECODER_VERSION", generation.DECODER_VERSION + 1)
+    second = evaluate(req, store, "mh", "tiny", backend)
+    assert not second["cached"] and second["eval_key"] != first["eval_key"]
+    monkeypatch.undo()
+    assert evaluate(req, store, "mh", "tiny", backend)["cached"]
+    sampled = EvalRequest(recs, "h", "base", generation.GenerationSettings(max_new_tokens=3, temperature=0.7))
+    assert generation.decoder_id(sampled.settings).startswith("hf.sample-generate/")
+
+
 @pytest.mark.parametrize("mutate,message", [
     (lambda d: d["arms"].update(dpo={}), "arms.dpo: unknown arm 'dpo'"),
     (lambda d: d["arms"]["sft"]["grid"].update(lrr=[1]), "arms.sft.grid.lrr: unknown training setting"),
