@@ -80,12 +80,14 @@ def summarise(rows: list[dict], wall_s: float, gen_tokens: int, gen_s: float) ->
 
 def evaluate(req: EvalRequest, store: Store, model_hash: str, model_label: str,
              backend_factory: Callable[[], Backend] | Backend,
-             progress: Callable[[int, int], None] | None = None, chunk: int = 8) -> dict:
+             progress: Callable[[int, int], None] | None = None, chunk: int | None = None) -> dict:
     """Run (or fetch from the cache) one arm's evaluation; return its summary with `eval_key`.
 
     `backend_factory` is only called when something must be generated, so a cache hit never
-    needs the model in memory.
+    needs the model in memory. `chunk` items are generated and committed together; it defaults to
+    the backend's batch size, so every generation batch is full and a kill loses at most one batch.
     """
+    chunk = chunk or getattr(backend_factory, "batch_size", None) or 8
     key = eval_key(req, model_hash)
     hit = store.get_eval(key)
     if hit:
@@ -145,6 +147,7 @@ def hf_backend_factory(model_spec: str, dtype: str, device: str, batch_size: int
                                     autocast_bf16=dtype == "bf16-autocast")
         return holder["b"]
 
+    make.batch_size = batch_size  # type: ignore[attr-defined]  # evaluate() commits one batch at a time
     return make
 
 
@@ -200,7 +203,7 @@ def evaluate_candidate(spec: str, metrics, store: Store) -> dict:
                               ref["arm"] if ref["arm"] in ARMS else "base", gen, st.get("teacher_template", "paper"),
                               split, st.get("dtype", "bfloat16"))
             res = evaluate(req, store, fingerprint(spec), spec,
-                           hf_backend_factory(spec, req.dtype, "cpu", 8), chunk=8)
+                           hf_backend_factory(spec, req.dtype, "cpu", 8))
             scores = {r["item_id"]: r["score"] for r in store.examples(res["eval_key"])}
             out[name] = {"task": task, "metric": "accuracy", "items": {i: scores[i] for i in items}}
         elif task.startswith("prior/"):

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS runs (
     meta TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS evaluations (
-    eval_key TEXT PRIMARY KEY,       -- content hash of model, data, arm, settings, scorer version
+    eval_key TEXT PRIMARY KEY,       -- content hash of model, data, arm, settings, decoder, scorer
     task TEXT NOT NULL,              -- 'tooluse', 'prior/hellaswag', ...
     arm TEXT NOT NULL,               -- 'base', 'teacher', 'sft', ... or a benchmark variant
     model TEXT NOT NULL,             -- human-readable model spec

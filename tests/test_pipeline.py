@@ -112,6 +112,32 @@ def test_interrupted_evaluation_resumes_missing_items_only(tmp_path, tiny_model_
     assert again["cached"] and len(seen) == 4
 
 
+def test_generation_batches_are_as_large_as_the_backend_batch_size(tmp_path, tiny_model_dir, data_dir):
+    from harness.evaluate import EvalRequest, evaluate, hf_backend_factory
+    from harness.generation import GenerationSettings
+    from harness.store import Store
+    from harness.tasks import tooluse as tu
+
+    recs = tu.load_tooluse(data_dir / tu.SPLITS["paper68"]).records[:13]
+    factory = hf_backend_factory(str(tiny_model_dir), "float32", "cpu", 10)
+    sizes = []
+    real = factory.__call__
+
+    def counting():
+        backend = real()
+        inner = backend.generate
+
+        class Wrapped:
+            def generate(self, prompts, settings, on_batch=None):
+                sizes.append(len(prompts))
+                return inner(prompts, settings)
+        return Wrapped()
+
+    counting.batch_size = factory.batch_size
+    evaluate(EvalRequest(recs, "h", "base", GenerationSettings(max_new_tokens=2)), Store(tmp_path / "h.db"),
+             "mh", "tiny", counting)
+    assert sizes == [10, 3]  # --batch-size 10 means batches of 10, not of a fixed internal chunk
+
 def test_a_new_decoder_version_recomputes_instead_of_reusing_cached_outputs(tmp_path, tiny_model_dir, data_dir,
                                                                              monkeypatch):
     from harness import generation
