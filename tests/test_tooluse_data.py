@@ -98,3 +98,66 @@ def test_missing_file_and_nonpositive_limit(tmp_path, data_dir):
         tu.resolve_split("nope", data_dir)
     with pytest.raises(DataError, match="limit must be positive"):
         tu.subset([], 0)
+
+
+def test_raw_training_instances_give_the_gold_calls_of_golden_answers(tmp_path, data_dir):
+    """The Octobrist fork stores each eval_real instruction both as Golden_Answers and as an Instance
+    with intermediate_steps (the train_data.json layout): with Golden_Answers removed, the instances
+    must yield the same gold calls."""
+    src = data_dir / "toolalpaca/extras/octobrist_golden-eval_real.json"
+    raw = json.loads(src.read_text())
+    for api in raw:
+        del api["Golden_Answers"], api["Instructions"]
+    p = tmp_path / "train_like.json"
+    p.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=r"record 2\.5: instance has ToolAlpaca's error"):
+        tu.load_tooluse(p)
+    inst = tu.load_tooluse(p, skip_invalid=True)
+    gold = {r.item_id: r for r in tu.load_tooluse(src).records}
+    assert len(inst.records) == 108 and [s["record"] for s in inst.skipped][:3] == [f"AviationAPI/{k}" for k in (5, 6, 7)]
+    assert all(r.gold_calls == gold[r.item_id].gold_calls for r in inst.records)
+    plain = [r for r in inst.records if "\nAuthentication information" not in r.instruction]
+    assert len(plain) == 74 and all(r.prompt == gold[r.item_id].prompt for r in plain)
+
+
+def _train_entry(instances):
+    return [{"Name": "Weather", "Description": "d", "NLDocumentation": "doc\n", "Instances": instances}]
+
+
+def test_train_data_instances_skip_getdetails_strip_the_hint_and_check_steps(tmp_path):
+    step = lambda tool, inp: [[tool, inp, " Thought: x\nAction: " + tool + "\nAction Input: " + str(inp)], "obs"]
+    good = {"input": "Weather in Paris?\nHint: use current", "output": "Sunny",
+            "intermediate_steps": [step("getDetails", "{}"), step("current", '{"q": "Paris"}'),
+                                   step("forecast", {"q": "Paris", "days": 2})]}
+    p = tmp_path / "train_data.json"
+    p.write_text(json.dumps(_train_entry([good, {"input": "Hi", "intermediate_steps": [step("getDetails", "{}")]}])))
+    loaded = tu.load_tooluse(p, skip_invalid=True)
+    (rec,) = loaded.records
+    assert rec.instruction == "Weather in Paris?" and rec.prompt.endswith("Question: Weather in Paris?")
+    assert rec.gold_calls == [{"Action": "current", "Action_Input": '{"q": "Paris"}'},
+                              {"Action": "forecast", "Action_Input": '{"q": "Paris", "days": 2}'}]
+    assert score(rec.demonstration, rec.gold_calls).correct
+    assert loaded.skipped == [{"record": "Weather/1", "problem": "instance makes no API call"}]
+    p.write_text(json.dumps(_train_entry([good, {"input": "Hi", "intermediate_steps": [["current", "{}"]]}])))
+    with pytest.raises(DataError) as e:
+        tu.load_tooluse(p, skip_invalid=True)
+    assert str(e.value) == f"{p}, record 0.1, field 'intermediate_steps[0]': expected [[tool, tool_input, ...], observation]"
+
+
+def test_gold_input_that_is_json_but_not_an_object_is_invalid(tmp_path, data_dir):
+    raw = json.loads((data_dir / tu.SPLITS["paper68"]).read_text())[:2]
+    raw[1]["golden_answer"][0]["Action_Input"] = "[1, 2]"
+    p = tmp_path / "list_input.json"
+    p.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=r"record 1: golden_answer\[0\]\.Action_Input is JSON but not an object"):
+        tu.load_tooluse(p)
+    assert len(tu.load_tooluse(p, skip_invalid=True).records) == 1
+
+
+def test_jsonl_errors_name_the_line(tmp_path, data_dir):
+    lines = (data_dir / tu.SPLITS["regen97"]).read_text().splitlines()[:3]
+    lines[2] = lines[2][:-5]
+    p = tmp_path / "broken.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"broken\.jsonl: line 3 is not valid JSON"):
+        tu.load_tooluse(p)

@@ -4,8 +4,13 @@ Data sources, all turned into one record type (`ToolUseRecord`):
 - the paper's processed files: `sdft_tooluse/eval_data_paper_68.json` (JSON list),
   `eval_data_regenerated_97.jsonl`, and a full training file with `golden_response` (JSON or
   JSONL, same fields) when a user has one;
-- raw ToolAlpaca files (`eval_real.json`, `eval_simulated.json`, `train_data.json` format): one
-  entry per API with `Instructions` and `Golden_Answers`.
+- raw ToolAlpaca files: one entry per API (`Name`, `Description`, `NLDocumentation`). The eval
+  files (`eval_real.json`, `eval_simulated.json`) carry `Instructions` with `Golden_Answers`; the
+  training file (`train_data.json`) carries `Instances`, each `{input, intermediate_steps: [[[tool,
+  tool_input, log?], observation], ...]}`. For an instance the question is `input` without
+  ToolAlpaca's trailing "\nHint: ..." and the gold calls are its steps in order, except the agent's
+  `getDetails` helper (not an API function). An instance with no API call (or with ToolAlpaca's
+  `error` instead of steps) is an invalid record. When an entry has both, `Golden_Answers` wins.
 
 Demonstrations. When a record has `golden_response` (a list of strings), the demonstration is
 those strings joined with "\\n" (what the paper's teacher saw). Otherwise it is built
@@ -107,10 +112,40 @@ def _check_calls(path, idx, calls, strict_json: bool) -> list[str]:
         if not isinstance(c, dict) or "Action" not in c or "Action_Input" not in c:
             raise DataError.at(path, idx, f"golden_answer[{j}]", "expected keys 'Action' and 'Action_Input'")
         try:
-            json.loads(c["Action_Input"])
+            value = json.loads(c["Action_Input"])
         except (TypeError, json.JSONDecodeError) as e:
             problems.append(f"golden_answer[{j}].Action_Input is not JSON ({e.msg if hasattr(e, 'msg') else e})")
+            continue
+        if not isinstance(value, dict):  # the scorer merges inputs with dict.update
+            problems.append(f"golden_answer[{j}].Action_Input is JSON but not an object")
     return problems
+
+
+def _instance_calls(path, label, inst) -> tuple[list[dict], list[str]]:
+    """Gold calls of one raw ToolAlpaca training instance (see the module docstring)."""
+    if not isinstance(inst, dict):
+        raise DataError.at(path, label, None, "expected an object")
+    if "error" in inst and "intermediate_steps" not in inst:
+        return [], [f"instance has ToolAlpaca's error instead of steps ({str(inst['error'])[:60]})"]
+    if not isinstance(inst.get("input"), str):
+        raise DataError.at(path, label, "input", "missing")
+    steps = inst.get("intermediate_steps")
+    if not isinstance(steps, list):
+        raise DataError.at(path, label, "intermediate_steps", "missing")
+    calls = []
+    for j, step in enumerate(steps):
+        ok = (isinstance(step, list) and len(step) == 2 and isinstance(step[0], list) and len(step[0]) >= 2
+              and isinstance(step[0][0], str))
+        if not ok:
+            raise DataError.at(path, label, f"intermediate_steps[{j}]",
+                               "expected [[tool, tool_input, ...], observation]")
+        tool, tool_input = step[0][0], step[0][1]
+        if tool == "getDetails":
+            continue
+        if not isinstance(tool_input, str):
+            tool_input = json.dumps(tool_input, ensure_ascii=False)
+        calls.append({"Action": tool, "Action_Input": tool_input})
+    return calls, ([] if calls else ["instance makes no API call"])
 
 
 def _read_json_records(path: Path) -> list:
@@ -118,11 +153,19 @@ def _read_json_records(path: Path) -> list:
         raise DataError(f"{path}: file not found")
     text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        return json.loads(text)
+        if path.suffix != ".jsonl":
+            return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {n} is not valid JSON ({e.msg} at column {e.colno})") from None
+    return out
 
 
 @dataclass
@@ -144,7 +187,7 @@ def load_tooluse(path: str | Path, skip_invalid: bool = False) -> LoadResult:
     raw = _read_json_records(path)
     if not isinstance(raw, list) or not raw:
         raise DataError(f"{path}: expected a non-empty list of records")
-    is_raw_toolalpaca = isinstance(raw[0], dict) and "Instructions" in raw[0]
+    is_raw_toolalpaca = isinstance(raw[0], dict) and ("Instructions" in raw[0] or "Instances" in raw[0])
     records, skipped = [], []
 
     def add(rid, prompt, calls, demo, demo_src, api, instruction, problems, idx_label):
@@ -158,10 +201,27 @@ def load_tooluse(path: str | Path, skip_invalid: bool = False) -> LoadResult:
 
     if is_raw_toolalpaca:
         for a, api in enumerate(raw):
-            for key in ("Name", "Description", "NLDocumentation", "Instructions"):
+            if not isinstance(api, dict):
+                raise DataError.at(path, a, None, "expected an object")
+            for key in ("Name", "Description", "NLDocumentation"):
                 if key not in api:
                     raise DataError.at(path, a, key, "missing")
             golds = api.get("Golden_Answers")
+            if golds is None and "Instances" in api:
+                if not isinstance(api["Instances"], list):
+                    raise DataError.at(path, a, "Instances", "expected a list")
+                for k, inst in enumerate(api["Instances"]):
+                    label = f"{a}.{k}"
+                    calls, problems = _instance_calls(path, label, inst)
+                    problems = problems or _check_calls(path, label, calls, True)
+                    instr = inst.get("input", "").rsplit("\nHint: ", 1)[0]
+                    prompt = build_prompt(api["Name"], api["Description"], api["NLDocumentation"], instr)
+                    add(f"{api['Name']}/{k}", prompt, calls,
+                        demonstration_from_calls(calls) if not problems else "", "gold_calls",
+                        api["Name"], instr, problems, label)
+                continue
+            if "Instructions" not in api:
+                raise DataError.at(path, a, "Instructions", "missing")
             if golds is None:
                 raise DataError.at(path, a, "Golden_Answers", "missing (this file has no gold calls)")
             if len(golds) != len(api["Instructions"]):
