@@ -100,6 +100,7 @@ def eval_tooluse(
     batch_size: int = typer.Option(8, help="Prompts per generate call (left padding)."),
     dtype: str = typer.Option("float32", help="float32, bfloat16, or bf16-autocast (fp32 weights, bf16 compute). bf16 is only fast on CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    backend: str = typer.Option("hf", help="hf (transformers, any device) or vllm (GPU; pip install -e '.[vllm]'; full models only, not adapter folders)."),
     teacher_template: str = typer.Option("paper", help="'paper' (colon), 'code' (period), or a custom string with {prompt} and {demonstration}."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip records whose gold Action_Input is not JSON (listed in the run metadata) instead of failing."),
     data_dir: Optional[str] = typer.Option(None, help="Data directory (default: $HARNESS_DATA_DIR or ../shared/datasets)."),
@@ -108,7 +109,7 @@ def eval_tooluse(
     trust_remote_code: bool = typer.Option(False, help="Allow model repositories to run their own code."),
 ):
     """Evaluate base and/or teacher (demonstration in context) on ToolAlpaca, scored as the paper does."""
-    from .evaluate import EvalRequest, check_arms, evaluate, hf_backend_factory
+    from .evaluate import EvalRequest, backend_factory, check_arms, evaluate
     from .generation import GenerationSettings
     from .models import fingerprint
     from .paths import data_dir as resolve_data_dir
@@ -119,8 +120,13 @@ def eval_tooluse(
         raise HarnessError(f"--limit must be positive, got {limit}")
     if max_new_tokens <= 0:
         raise HarnessError(f"--max-new-tokens must be positive, got {max_new_tokens}")
+    if batch_size <= 0:
+        raise HarnessError(f"--batch-size must be positive, got {batch_size}")
     if dtype not in {"float32", "bfloat16", "bf16-autocast", "float16"}:
         raise HarnessError(f"--dtype: unknown '{dtype}' (float32, bfloat16, bf16-autocast, float16)")
+    if "teacher" in arm_list:
+        tu.teacher_prompt("", "", teacher_template)  # a bad template fails here, before anything is written
+    factory = backend_factory(backend, model, dtype, device, batch_size, trust_remote_code)
     path = tu.resolve_split(split, resolve_data_dir(data_dir))
     loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
     records = tu.subset(loaded.records, limit)
@@ -132,16 +138,17 @@ def eval_tooluse(
     store = _store(db)
     run_id = store.new_run("eval-tooluse", config={"model": model, "arms": arm_list, "split": split,
                                                    "limit": limit, "max_new_tokens": max_new_tokens,
-                                                   "dtype": dtype, "teacher_template": teacher_template},
+                                                   "dtype": dtype, "device": device, "backend": backend,
+                                                   "teacher_template": teacher_template},
                            meta={"data_path": loaded.path, "skipped": loaded.skipped,
                                  "model_hash": model_hash})
-    factory = hf_backend_factory(model, dtype, device, batch_size, trust_remote_code)
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     results = {}
-    with progress_bar() as prog:
+    with store.failing_run(run_id), progress_bar() as prog:
         for arm in arm_list:
             task = prog.add_task(f"{arm}", total=len(records))
-            req = EvalRequest(records, tu.records_hash(records), arm, settings, teacher_template, split, dtype)
+            req = EvalRequest(records, tu.records_hash(records), arm, settings, teacher_template, split, dtype,
+                              device=device, backend=backend)
             res = evaluate(req, store, model_hash, model, factory,
                            progress=lambda d, t, task=task: prog.update(task, completed=d, total=t))
             store.link(run_id, res["eval_key"], arm)
@@ -475,7 +482,7 @@ def eval_prior(
     from .hashing import hash_obj
 
     mh = hash_obj([fingerprint(model), dtype, "merged-adapter"])  # same recipe as `harness run`
-    with progress_bar() as prog:
+    with store.failing_run(run_id), progress_bar() as prog:
         task = prog.add_task("prior suite", total=None)
 
         def cb(event, name, info):

@@ -35,7 +35,10 @@ DECODER_VERSION = 2
 def decoder_id(settings: GenerationSettings, backend: str = "hf") -> str:
     """The decoding implementation behind an output; part of every tool-use evaluation's cache key,
     so outputs cached under an older decoder are recomputed rather than reused as if current."""
-    how = "sample-generate" if settings.temperature > 0 else "greedy-pruned"
+    if backend == "hf":
+        how = "sample-generate" if settings.temperature > 0 else "greedy-pruned"
+    else:
+        how = "sample" if settings.temperature > 0 else "greedy"
     return f"{backend}.{how}/{DECODER_VERSION}"
 
 

@@ -241,9 +241,11 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     ms = resolve(spec)
-    tok = AutoTokenizer.from_pretrained(ms.adapter or ms.path, trust_remote_code=trust_remote_code) \
-        if ms.adapter and (Path(ms.adapter) / "tokenizer_config.json").is_file() \
-        else AutoTokenizer.from_pretrained(ms.path, trust_remote_code=trust_remote_code)
+    src = ms.adapter if ms.adapter and (Path(ms.adapter) / "tokenizer_config.json").is_file() else ms.path
+    try:
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{spec}: cannot load tokenizer from {src} ({str(e).splitlines()[0]})") from None
     tok.padding_side = "left"  # decoder-only batched generation needs left padding
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -284,11 +286,29 @@ def load_model(spec: str, dtype: str = "float32", device: str = "cpu",
     return model, tok
 
 
+WEIGHT_AND_TOKENIZER_SUFFIXES = {".safetensors", ".json", ".bin", ".model", ".txt", ".jinja"}
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot folder of a hub model, downloading its weight and tokenizer files if absent
+    (huggingface_hub serves them from its cache, also offline once downloaded)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=[f"*{x}" for x in WEIGHT_AND_TOKENIZER_SUFFIXES
+                                                               if x != ".bin"]))
+    except Exception as e:  # offline without a cached copy, unknown repo, gated repo, ...
+        raise ModelError(f"{repo_id}: not a local folder, and the hub snapshot is unavailable "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
 def fingerprint(spec: str) -> str:
     """Content hash of a model's weight files, without loading the model.
 
     Memoised in `cache_dir()/fingerprints.json` by (path, size, mtime) so a cached re-run does not
-    re-read gigabytes. Hub ids that are not downloaded hash by name and revision only.
+    re-read gigabytes. The chat template (`chat_template.jinja`) counts: it changes every prompt.
+    A hub id hashes the files of its local snapshot, downloaded first if need be (loading would
+    download them anyway), so a new upstream revision is a new model, never a stale cache hit.
     """
     from .hashing import hash_file, hash_obj
 
@@ -303,10 +323,9 @@ def fingerprint(spec: str) -> str:
     for folder in folders:
         fp = Path(folder)
         if not fp.is_dir():
-            parts.append(["hub", folder])
-            continue
+            fp = hub_snapshot(folder)
         for f in sorted(fp.iterdir()):
-            if f.suffix not in {".safetensors", ".json", ".bin", ".model", ".txt"} or f.name == MATERIALISED_MARKER:
+            if f.suffix not in WEIGHT_AND_TOKENIZER_SUFFIXES or f.name == MATERIALISED_MARKER:
                 continue
             st = f.stat()
             mk = f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}"

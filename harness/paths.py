@@ -12,13 +12,14 @@ from .errors import DataError
 
 
 def cache_dir() -> Path:
-    """Materialised models and other caches. `HARNESS_CACHE`, else `~/.cache/harness`."""
+    """Materialised models and other caches: `HARNESS_CACHE`, else the platform's user cache dir
+    (`$XDG_CACHE_HOME/harness`, else `~/.cache/harness` on Linux; `~/Library/Caches/harness` on macOS)."""
     env = os.environ.get("HARNESS_CACHE")
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "harness"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("harness", appauthor=False))
 
 
 def default_data_dir() -> Path:

@@ -127,7 +127,8 @@ class SuiteRunner:
         d = self.data.test if split == "test" else self.data.validation
         arm = "teacher" if p.method == "teacher" else "base"
         return EvalRequest(d.records, d.data_hash, arm, self.settings, self.suite.task.teacher_template,
-                           split=getattr(self.suite.task, split).split, dtype=self.suite.dtype)
+                           split=getattr(self.suite.task, split).split, dtype=self.suite.dtype,
+                           device=self.suite.device)
 
     # ------------------------------------------------------------------ plan
     def plan(self) -> list[dict]:
@@ -219,6 +220,19 @@ class SuiteRunner:
         suite_dict = json.loads(self.suite.model_dump_json())
         run_id = self.store.new_run("suite", name=self.suite.name, config=suite_dict,
                                     meta={"suite": self.suite.name, "suite_path": str(self.suite_path)})
+        with self.store.failing_run(run_id):
+            meta_points = self._run_points(run_id)
+        self._select(meta_points)
+        benchmarks = {}
+        for e in meta_points:
+            benchmarks.update(e.pop("benchmarks", {}))
+        self.store.finish_run(run_id, meta={"points": meta_points, "benchmarks": benchmarks,
+                                            "model": self.suite.model, "paper_model": PAPER_MODEL,
+                                            "task": self.suite.task.name, "wall_s": time.perf_counter() - t0})
+        return run_id
+
+    def _run_points(self, run_id: str) -> list[dict]:
+        """Train and evaluate every point in order, recording progress in the run's metadata."""
         meta_points = []
         for p in self.points:
             entry: dict[str, Any] = {"point": p.name, "arm": p.arm, "method": p.method, "seed": p.seed,
@@ -243,14 +257,7 @@ class SuiteRunner:
                                                                  "in_average": r.get("in_average", True)}
             meta_points.append(entry)
             self.store.update_run_meta(run_id, points=meta_points)
-        self._select(meta_points)
-        benchmarks = {}
-        for e in meta_points:
-            benchmarks.update(e.pop("benchmarks", {}))
-        self.store.finish_run(run_id, meta={"points": meta_points, "benchmarks": benchmarks,
-                                            "model": self.suite.model, "paper_model": PAPER_MODEL,
-                                            "task": self.suite.task.name, "wall_s": time.perf_counter() - t0})
-        return run_id
+        return meta_points
 
     def _select(self, pts: list[dict]) -> None:
         """Best point per (arm, seed) by validation accuracy (first wins ties); without a

@@ -551,6 +551,24 @@ def _kind(task: str, new_task: str) -> str:
     return "other"
 
 
+def examples_frame(run: str, db: Any = None):
+    """Every per-example outcome of any run (a suite run or a single `harness eval`) as one pandas
+    DataFrame: label, task, arm, model, eval_key, item_id, score, tokens, output, plus one column
+    per diagnostic (`diag.<name>`)."""
+    import pandas as pd
+
+    store = _open_store(db)
+    rid = store.get_run(run)["run_id"]
+    rows = []
+    for e in store.run_evals(rid):
+        for x in store.examples(e["eval_key"]):
+            rows.append({"label": e["label"], "task": e["task"], "arm": e["arm"], "model": e["model"],
+                         "eval_key": e["eval_key"], "item_id": x["item_id"], "score": x["score"],
+                         "tokens": x["tokens"], "output": x["output"]}
+                        | {f"diag.{k}": v for k, v in (x["diagnostics"] or {}).items()})
+    return pd.DataFrame(rows)
+
+
 def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Results:
     """Load a suite run (id, id prefix or suite name) from the store `db` (a path, a `Store`, or
     None for `--db` / HARNESS_DB / results/harness.db). Raises `StoreError` (one line) when the

@@ -152,6 +152,16 @@ class Store:
                 c.execute("UPDATE runs SET meta=? WHERE run_id=?", (json.dumps(old, default=str), run_id))
             c.execute("UPDATE runs SET status=?, finished=? WHERE run_id=?", (status, time.time(), run_id))
 
+    @contextmanager
+    def failing_run(self, run_id: str):
+        """Mark the run 'interrupted' (Ctrl-C) or 'failed' when the block raises, so no run is left
+        'running' forever; what it stored stays for the resume."""
+        try:
+            yield
+        except BaseException as e:
+            self.finish_run(run_id, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+            raise
+
     def update_run_meta(self, run_id: str, **meta: Any) -> None:
         old = self.get_run(run_id)["meta"]
         old.update(meta)

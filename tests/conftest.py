@@ -82,6 +82,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    """Keep each test's store and caches in its own temp dir, but reuse materialised models."""
+    """Keep each test's results store in its own temp dir. The model cache (materialised aliases and
+    the weight-fingerprint memo) stays shared, so real-model tests do not re-materialise."""
     monkeypatch.setenv("HARNESS_DB", str(tmp_path / "harness.db"))
     yield

@@ -22,6 +22,12 @@ def harness(*args, env_extra=None, cwd=None):
     (["eval", "tooluse", "--split", "nope.json", "--model", "{tiny}"], "nope.json: tool-use data file not found"),
     (["eval", "tooluse", "--split", "eval_real", "--model", "{tiny}"], "Action_Input is not JSON"),
     (["eval", "tooluse", "--data-dir", "/nonexistent", "--model", "{tiny}"], "/nonexistent: data directory not found"),
+    (["eval", "tooluse", "--batch-size", "0", "--model", "{tiny}"], "--batch-size must be positive"),
+    (["eval", "tooluse", "--teacher-template", "{{prompt}} only", "--model", "{tiny}"],
+     "teacher template must contain {prompt} and {demonstration}"),
+    (["eval", "tooluse", "--backend", "tgi", "--model", "{tiny}"], "unknown backend 'tgi'"),
+    (["eval", "tooluse", "--backend", "vllm", "--model", "{tiny}"], "vllm is not installed"),
+    (["eval", "tooluse", "--model", "{tmp}"], "folder has no config.json"),
     (["models", "pull", "gpt-5"], "unknown model alias 'gpt-5'"),
     (["train", "--method", "dpo", "-o", "{tmp}/o", "--model", "{tiny}"], "train.method: unknown method 'dpo'"),
     (["train", "--method", "sft", "--divergence", "tv", "-o", "{tmp}/o", "--model", "{tiny}"], "unknown divergence"),
@@ -50,3 +56,28 @@ def test_skip_invalid_lists_skipped_records_in_run_metadata(tmp_path, tiny_model
     out = tmp_path / "run.json"
     r = harness("results", "export", run["run_id"], "-o", out, "--db", db)
     assert r.returncode == 0 and json.loads(out.read_text())["evaluations"][0]["examples"][0]["item_id"]
+    from harness.results import examples_frame
+
+    df = examples_frame(run["run_id"], db)
+    assert list(df["label"]) == ["base"] and list(df["arm"]) == ["base"] and df["tokens"][0] > 0
+    assert {"score", "output", "diag.format_valid", "diag.gen_s"} <= set(df.columns)
+
+
+def test_a_run_that_fails_midway_is_marked_failed(tmp_path, tiny_model_dir, data_dir):
+    """A model folder whose tokenizer cannot load passes the cheap checks (config.json, weights hash)
+    and fails when generation starts: one line, and the run row says 'failed', not 'running'."""
+    import shutil
+
+    broken = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    for f in broken.glob("tokenizer*"):
+        f.unlink()
+    db = tmp_path / "h.db"
+    r = harness("eval", "tooluse", "--model", broken, "--limit", "2", "--arms", "base", "--max-new-tokens", "2",
+                "--db", db, env_extra={"HARNESS_DATA_DIR": str(data_dir)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {broken}: cannot load tokenizer"), r.stderr
+    from harness.store import Store
+
+    store = Store(db)
+    assert [run["status"] for run in store.list_runs()] == ["failed"]
+    assert not store.find_evals(status="complete")

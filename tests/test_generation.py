@@ -75,3 +75,43 @@ def test_backend_outputs_do_not_depend_on_batch_size(tiny_model, batch_size):
     got = HFBackend(model, tok, batch_size=batch_size).generate(PROMPTS, settings)
     assert [g.text for g in got] == [g.text for g in one]
     assert [g.n_new_tokens for g in got] == [g.n_new_tokens for g in one]
+
+
+def test_vllm_backend_is_wired_through_evaluate_with_its_own_cache_key(tmp_path, tiny_model_dir, data_dir,
+                                                                        monkeypatch):
+    """vLLM is not installed here (no GPU); a stand-in module checks what the harness hands it."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from harness.evaluate import EvalRequest, backend_factory, eval_key, evaluate
+    from harness.store import Store
+    from harness.tasks import tooluse as tu
+
+    calls = {}
+
+    class LLM:
+        def __init__(self, model, **kw):
+            calls["engine"] = (model, kw)
+
+        def generate(self, texts, sp):
+            calls.setdefault("texts", []).extend(texts)
+            calls["sp"] = sp
+            out = types.SimpleNamespace(text="Action: getWeather\nAction Input: {}", token_ids=[1, 2, 3])
+            return [types.SimpleNamespace(outputs=[out], prompt_token_ids=[0] * 7) for _ in texts]
+
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    fake.LLM, fake.SamplingParams = LLM, lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+
+    recs = tu.load_tooluse(data_dir / tu.SPLITS["paper68"]).records[:3]
+    req = EvalRequest(recs, "h", "base", GenerationSettings(max_new_tokens=5), backend="vllm")
+    res = evaluate(req, Store(tmp_path / "h.db"), "mh", "tiny",
+                   backend_factory("vllm", str(tiny_model_dir), "bfloat16", "cuda", 8))
+    assert calls["engine"] == (str(tiny_model_dir), {"dtype": "bfloat16", "trust_remote_code": False})
+    assert calls["sp"]["temperature"] == 0.0 and calls["sp"]["max_tokens"] == 5
+    assert len(calls["texts"]) == 3 and all(t.startswith("<|im_start|>user\n") for t in calls["texts"])
+    assert res["n"] == 3 and res["gen_tokens"] == 9
+    hf = EvalRequest(recs, "h", "base", GenerationSettings(max_new_tokens=5))
+    assert eval_key(req, "mh") != eval_key(hf, "mh")  # vLLM outputs never stand in for HF outputs

@@ -108,6 +108,10 @@ def test_interrupted_evaluation_resumes_missing_items_only(tmp_path, tiny_model_
 
     res = evaluate(req, store, "mh", "tiny", Counting(), chunk=2)
     assert len(seen) == 4 and res["n"] == 6 and not res["cached"]
+    # the summary describes all 6 items, not only the 4 generated after the resume
+    rows = store.examples(res["eval_key"])
+    assert res["resumed_items"] == 2 and res["gen_tokens"] == sum(r["tokens"] for r in rows) > 0
+    assert res["wall_s"] >= sum(r["diagnostics"]["gen_s"] for r in rows) > 0
     again = evaluate(req, store, "mh", "tiny", Counting(), chunk=2)
     assert again["cached"] and len(seen) == 4
 

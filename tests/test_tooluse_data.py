@@ -72,6 +72,8 @@ def test_teacher_prompt_templates():
                  "Now answer with a response of your own, including the thinking process:")
     assert tu.teacher_prompt("Q", "DEMO", "code").endswith("thinking process.")
     assert tu.teacher_prompt("Q", "D", "{prompt}|{demonstration}") == "Q|D"
+    # a prompt that mentions a field name is inserted verbatim, not substituted again
+    assert tu.teacher_prompt("use {demonstration} here", "D", "{prompt}|{demonstration}") == "use {demonstration} here|D"
     with pytest.raises(DataError):
         tu.teacher_prompt("Q", "D", "no fields")
 

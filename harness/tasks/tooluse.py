@@ -28,6 +28,7 @@ scorer whenever the gold itself is scorable.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,9 @@ def teacher_prompt(prompt: str, demonstration: str, template: str = "paper") -> 
     fmt = TEACHER_TEMPLATES.get(template, template)
     if "{prompt}" not in fmt or "{demonstration}" not in fmt:
         raise DataError(f"teacher template must contain {{prompt}} and {{demonstration}}: {template!r}")
-    return fmt.replace("{prompt}", prompt).replace("{demonstration}", demonstration)
+    # one pass, so a prompt or demonstration that itself contains "{demonstration}" stays verbatim
+    fields = {"{prompt}": prompt, "{demonstration}": demonstration}
+    return re.sub(r"\{prompt\}|\{demonstration\}", lambda m: fields[m.group(0)], fmt)
 
 
 def demonstration_from_calls(calls: list[dict]) -> str:
