@@ -126,6 +126,8 @@ def eval_tooluse(
         raise HarnessError(f"--dtype: unknown '{dtype}' (float32, bfloat16, bf16-autocast, float16)")
     if "teacher" in arm_list:
         tu.teacher_prompt("", "", teacher_template)  # a bad template fails here, before anything is written
+    if backend == "vllm" and device == "cpu":
+        device = "cuda"  # vLLM runs on the GPU; the key and the run record say so
     factory = backend_factory(backend, model, dtype, device, batch_size, trust_remote_code)
     path = tu.resolve_split(split, resolve_data_dir(data_dir))
     loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
@@ -476,12 +478,12 @@ def eval_prior(
         import torch
 
         torch.set_num_threads(threads)
-    store = _store(db)
-    run_id = store.new_run("eval-prior", config={"model": model, "suite": str(suite), "limit": limit,
-                                                 "benchmarks": benchmarks})
     from .hashing import hash_obj
 
     mh = hash_obj([fingerprint(model), dtype, "merged-adapter"])  # same recipe as `harness run`
+    store = _store(db)
+    run_id = store.new_run("eval-prior", config={"model": model, "suite": str(suite), "limit": limit,
+                                                 "benchmarks": benchmarks})
     with store.failing_run(run_id), progress_bar() as prog:
         task = prog.add_task("prior suite", total=None)
 

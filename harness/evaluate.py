@@ -255,9 +255,15 @@ def evaluate_candidate(spec: str, metrics, store: Store) -> dict:
             ids = [str(i) for i in st.get("items", items)]
             recs = [by_id[i] for i in ids if i in by_id]
             gen = GenerationSettings(**st["generation"])
+            if not str(st.get("decoder", "hf.")).startswith("hf."):
+                raise ConfigError(f"metric {name!r}: the baseline was generated with {st['decoder']}; the gate "
+                                  "generates with transformers (hf), so re-measure the baseline with --backend hf")
+            import torch
+
+            device = st.get("device", "cpu") if torch.cuda.is_available() else "cpu"
             req = EvalRequest(recs, tu.records_hash(recs),
                               ref["arm"] if ref["arm"] in ARMS else "base", gen, st.get("teacher_template", "paper"),
-                              split, st.get("dtype", "bfloat16"), device="cpu")
+                              split, st.get("dtype", "bfloat16"), device=device)
             res = evaluate(req, store, fingerprint(spec), spec,
                            hf_backend_factory(spec, req.dtype, req.device, 8))
             scores = {r["item_id"]: r["score"] for r in store.examples(res["eval_key"])}

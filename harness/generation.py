@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol, Sequence
 
+from .hashing import hash_text
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -98,7 +100,9 @@ class HFBackend:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                  enabled=self.autocast_bf16):
                 if settings.temperature > 0:
-                    torch.manual_seed(settings.seed + b)
+                    # seeded by the batch's own prompts, so a sample does not depend on which call
+                    # or offset the batch arrived in (evaluate() sends one batch per call)
+                    torch.manual_seed(settings.seed + int(hash_text("\x00".join(texts[i] for i in idx))[:8], 16))
                     gen = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens,
                                               pad_token_id=self.tok.pad_token_id, eos_token_id=eos,
                                               do_sample=True, temperature=settings.temperature,

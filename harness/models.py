@@ -245,7 +245,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise ModelError(f"{spec}: cannot load tokenizer from {src} ({str(e).splitlines()[0]})") from None
+        raise ModelError(f"{spec}: cannot load tokenizer from {src} ({_first_line(e)})") from None
     tok.padding_side = "left"  # decoder-only batched generation needs left padding
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -268,7 +268,7 @@ def load_model(spec: str, dtype: str = "float32", device: str = "cpu",
             ms.path, dtype=torch_dtype(dtype), use_safetensors=True,
             trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise ModelError(f"{spec}: cannot load model ({str(e).splitlines()[0]})") from None
+        raise ModelError(f"{spec}: cannot load model ({_first_line(e)})") from None
     clear_quantizer_flags(model)
     if ms.adapter:
         from peft import PeftModel
@@ -292,14 +292,24 @@ WEIGHT_AND_TOKENIZER_SUFFIXES = {".safetensors", ".json", ".bin", ".model", ".tx
 def hub_snapshot(repo_id: str) -> Path:
     """The local snapshot folder of a hub model, downloading its weight and tokenizer files if absent
     (huggingface_hub serves them from its cache, also offline once downloaded)."""
-    try:
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id, allow_patterns=[f"*{x}" for x in WEIGHT_AND_TOKENIZER_SUFFIXES
-                                                               if x != ".bin"]))
+    patterns = [f"*{x}" for x in WEIGHT_AND_TOKENIZER_SUFFIXES if x != ".bin"]
+    try:  # a cached snapshot with weights: no network call, so dry runs and cached re-runs stay offline
+        local = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        if any(local.glob("*.safetensors")):
+            return local
+    except Exception:
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:  # offline without a cached copy, unknown repo, gated repo, ...
         raise ModelError(f"{repo_id}: not a local folder, and the hub snapshot is unavailable "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                         f"({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def fingerprint(spec: str) -> str:

@@ -222,13 +222,13 @@ class SuiteRunner:
                                     meta={"suite": self.suite.name, "suite_path": str(self.suite_path)})
         with self.store.failing_run(run_id):
             meta_points = self._run_points(run_id)
-        self._select(meta_points)
-        benchmarks = {}
-        for e in meta_points:
-            benchmarks.update(e.pop("benchmarks", {}))
-        self.store.finish_run(run_id, meta={"points": meta_points, "benchmarks": benchmarks,
-                                            "model": self.suite.model, "paper_model": PAPER_MODEL,
-                                            "task": self.suite.task.name, "wall_s": time.perf_counter() - t0})
+            self._select(meta_points)
+            benchmarks = {}
+            for e in meta_points:
+                benchmarks.update(e.pop("benchmarks", {}))
+            self.store.finish_run(run_id, meta={"points": meta_points, "benchmarks": benchmarks,
+                                                "model": self.suite.model, "paper_model": PAPER_MODEL,
+                                                "task": self.suite.task.name, "wall_s": time.perf_counter() - t0})
         return run_id
 
     def _run_points(self, run_id: str) -> list[dict]:

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS runs (
     name TEXT,
     created REAL NOT NULL,
     finished REAL,
-    status TEXT NOT NULL,            -- 'running' | 'complete' | 'failed'
+    status TEXT NOT NULL,            -- 'running' | 'complete' | 'failed' | 'interrupted'
     config TEXT NOT NULL DEFAULT '{}',
     meta TEXT NOT NULL DEFAULT '{}'
 );

@@ -82,3 +82,26 @@ def test_gate_exit_codes_reach_the_shell(baseline_run, tiny_model_dir, tmp_path)
     strict.write_text(lenient.read_text().replace("inconclusive: pass", "inconclusive: fail"))
     r = subprocess.run(cmd + ["--suite", str(strict)], capture_output=True, text=True)
     assert r.returncode == 2, r.stdout[-500:]
+
+
+def test_gate_refuses_a_baseline_generated_by_another_backend(baseline_run, tiny_model_dir_b, tmp_path):
+    """The gate generates with transformers; a vLLM-made baseline would compare two decoders."""
+    import json
+
+    from harness.gate import load_baseline, save_baseline
+    from harness.store import Store
+
+    db, runs, gate = baseline_run
+    store = Store(db)
+    path = save_baseline({"metrics": load_baseline(runs[0]["run_id"], store).metrics}, tmp_path / "b.json")
+    (ref,) = store.find_evals(task="tooluse")
+    settings = ref["settings"] | {"decoder": "vllm.greedy/2"}
+    with store.transaction() as c:
+        c.execute("UPDATE evaluations SET settings=? WHERE eval_key=?", (json.dumps(settings), ref["eval_key"]))
+    only_tool = tmp_path / "tool.yaml"
+    only_tool.write_text(GATE.replace("  prior/winogrande: {max_drop: 0.05}\n", ""))
+    r = CliRunner().invoke(app, ["gate", "--baseline", str(path), "--candidate", str(tiny_model_dir_b),
+                                 "--suite", str(only_tool), "--db", str(db)])
+    from harness.errors import ConfigError
+
+    assert isinstance(r.exception, ConfigError) and "generated with vllm.greedy/2" in str(r.exception), r.output

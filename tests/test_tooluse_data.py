@@ -118,32 +118,39 @@ def test_raw_training_instances_give_the_gold_calls_of_golden_answers(tmp_path, 
     gold = {r.item_id: r for r in tu.load_tooluse(src).records}
     assert len(inst.records) == 108 and [s["record"] for s in inst.skipped][:3] == [f"AviationAPI/{k}" for k in (5, 6, 7)]
     assert all(r.gold_calls == gold[r.item_id].gold_calls for r in inst.records)
-    plain = [r for r in inst.records if "\nAuthentication information" not in r.instruction]
-    assert len(plain) == 74 and all(r.prompt == gold[r.item_id].prompt for r in plain)
+    # 34 inputs end in "\nAuthentication information: <key>": stripped, as the paper's prompt has none
+    assert sum("Authentication information" in i["input"] for a in raw for i in a["Instances"] if "input" in i) == 34
+    assert all(r.prompt == gold[r.item_id].prompt for r in inst.records)
 
 
 def _train_entry(instances):
-    return [{"Name": "Weather", "Description": "d", "NLDocumentation": "doc\n", "Instances": instances}]
+    return [{"Name": "NoDocs", "Instances": []},  # ToolAlpaca's failed generations: no instances, skipped
+            {"Name": "Weather", "Description": "d", "NLDocumentation": "doc\n", "Instances": instances,
+             "Function_Projection": {"current": ["/current", "GET"], "forecast": ["/forecast", "GET"]}}]
 
 
-def test_train_data_instances_skip_getdetails_strip_the_hint_and_check_steps(tmp_path):
-    step = lambda tool, inp: [[tool, inp, " Thought: x\nAction: " + tool + "\nAction Input: " + str(inp)], "obs"]
+def test_train_data_instances_keep_api_calls_strip_the_hint_and_check_steps(tmp_path):
+    step = lambda tool, inp, obs="Status Code: 200. Response: {}": [
+        [tool, inp, " Thought: x\nAction: " + tool + "\nAction Input: " + str(inp)], obs]
     good = {"input": "Weather in Paris?\nHint: use current", "output": "Sunny",
             "intermediate_steps": [step("getDetails", "{}"), step("current", '{"q": "Paris"}'),
+                                   step("weatherNow", "{}", "weatherNow is not a valid tool, try another one."),
                                    step("forecast", {"q": "Paris", "days": 2})]}
     p = tmp_path / "train_data.json"
-    p.write_text(json.dumps(_train_entry([good, {"input": "Hi", "intermediate_steps": [step("getDetails", "{}")]}])))
+    p.write_text(json.dumps(_train_entry([good, {"input": "Hi", "intermediate_steps": [step("getDetails", "{}")]},
+                                          "not an object"])))
     loaded = tu.load_tooluse(p, skip_invalid=True)
     (rec,) = loaded.records
     assert rec.instruction == "Weather in Paris?" and rec.prompt.endswith("Question: Weather in Paris?")
     assert rec.gold_calls == [{"Action": "current", "Action_Input": '{"q": "Paris"}'},
                               {"Action": "forecast", "Action_Input": '{"q": "Paris", "days": 2}'}]
     assert score(rec.demonstration, rec.gold_calls).correct
-    assert loaded.skipped == [{"record": "Weather/1", "problem": "instance makes no API call"}]
+    assert loaded.skipped == [{"record": "Weather/1", "problem": "instance makes no API call"},
+                              {"record": "Weather/2", "problem": "instance is not an object"}]
     p.write_text(json.dumps(_train_entry([good, {"input": "Hi", "intermediate_steps": [["current", "{}"]]}])))
     with pytest.raises(DataError) as e:
         tu.load_tooluse(p, skip_invalid=True)
-    assert str(e.value) == f"{p}, record 0.1, field 'intermediate_steps[0]': expected [[tool, tool_input, ...], observation]"
+    assert str(e.value) == f"{p}, record 1.1, field 'intermediate_steps[0]': expected [[tool, tool_input, ...], observation]"
 
 
 def test_gold_input_that_is_json_but_not_an_object_is_invalid(tmp_path, data_dir):

@@ -8,9 +8,12 @@ Data sources, all turned into one record type (`ToolUseRecord`):
   files (`eval_real.json`, `eval_simulated.json`) carry `Instructions` with `Golden_Answers`; the
   training file (`train_data.json`) carries `Instances`, each `{input, intermediate_steps: [[[tool,
   tool_input, log?], observation], ...]}`. For an instance the question is `input` without
-  ToolAlpaca's trailing "\nHint: ..." and the gold calls are its steps in order, except the agent's
-  `getDetails` helper (not an API function). An instance with no API call (or with ToolAlpaca's
-  `error` instead of steps) is an invalid record. When an entry has both, `Golden_Answers` wins.
+  ToolAlpaca's trailing "\nHint: ..." or "\nAuthentication information: ..." (the paper's
+  prompt has neither), and the gold calls are its steps in order, keeping only calls of the API's
+  own functions (`Function_Projection`; not the agent's `getDetails` helper or invalid actions).
+  Calls whose observation was an error are kept: a retry cannot be told apart from a genuine second
+  call (eval_real has both), so no guess is made. An instance with no API call, or with
+  ToolAlpaca's `error` instead of steps, is an invalid record. APIs with no instances are skipped. When an entry has both, `Golden_Answers` wins.
 
 Demonstrations. When a record has `golden_response` (a list of strings), the demonstration is
 those strings joined with "\\n" (what the paper's teacher saw). Otherwise it is built
@@ -124,10 +127,14 @@ def _check_calls(path, idx, calls, strict_json: bool) -> list[str]:
     return problems
 
 
-def _instance_calls(path, label, inst) -> tuple[list[dict], list[str]]:
-    """Gold calls of one raw ToolAlpaca training instance (see the module docstring)."""
+_INPUT_SUFFIX = re.compile(r"\n(?:Hint|Authentication information): ")
+
+
+def _instance_calls(path, label, inst, functions: set[str] | None) -> tuple[list[dict], list[str]]:
+    """Gold calls of one raw ToolAlpaca training instance (see the module docstring): the steps that
+    called one of the API's functions, in order."""
     if not isinstance(inst, dict):
-        raise DataError.at(path, label, None, "expected an object")
+        return [], ["instance is not an object"]
     if "error" in inst and "intermediate_steps" not in inst:
         return [], [f"instance has ToolAlpaca's error instead of steps ({str(inst['error'])[:60]})"]
     if not isinstance(inst.get("input"), str):
@@ -143,8 +150,8 @@ def _instance_calls(path, label, inst) -> tuple[list[dict], list[str]]:
             raise DataError.at(path, label, f"intermediate_steps[{j}]",
                                "expected [[tool, tool_input, ...], observation]")
         tool, tool_input = step[0][0], step[0][1]
-        if tool == "getDetails":
-            continue
+        if (functions is not None and tool not in functions) or tool == "getDetails":
+            continue  # the agent's helpers and invalid actions are not API calls
         if not isinstance(tool_input, str):
             tool_input = json.dumps(tool_input, ensure_ascii=False)
         calls.append({"Action": tool, "Action_Input": tool_input})
@@ -206,18 +213,23 @@ def load_tooluse(path: str | Path, skip_invalid: bool = False) -> LoadResult:
         for a, api in enumerate(raw):
             if not isinstance(api, dict):
                 raise DataError.at(path, a, None, "expected an object")
+            golds = api.get("Golden_Answers")
+            if golds is None and "Instances" in api and not api["Instances"]:
+                continue  # ToolAlpaca leaves APIs it could not generate for without instances
             for key in ("Name", "Description", "NLDocumentation"):
                 if key not in api:
                     raise DataError.at(path, a, key, "missing")
-            golds = api.get("Golden_Answers")
             if golds is None and "Instances" in api:
                 if not isinstance(api["Instances"], list):
                     raise DataError.at(path, a, "Instances", "expected a list")
+                proj = api.get("Function_Projection")
+                functions = set(proj) if isinstance(proj, dict) and proj else None
                 for k, inst in enumerate(api["Instances"]):
                     label = f"{a}.{k}"
-                    calls, problems = _instance_calls(path, label, inst)
+                    calls, problems = _instance_calls(path, label, inst, functions)
                     problems = problems or _check_calls(path, label, calls, True)
-                    instr = inst.get("input", "").rsplit("\nHint: ", 1)[0]
+                    raw_input = inst.get("input", "") if isinstance(inst, dict) else ""
+                    instr = _INPUT_SUFFIX.split(raw_input, maxsplit=1)[0]
                     prompt = build_prompt(api["Name"], api["Description"], api["NLDocumentation"], instr)
                     add(f"{api['Name']}/{k}", prompt, calls,
                         demonstration_from_calls(calls) if not problems else "", "gold_calls",
