@@ -8,9 +8,10 @@ Arms:
   the in-context ceiling that SDFT distils from.
 A trained checkpoint is evaluated as arm `base` of that checkpoint (the caller labels it).
 
-Each (model weights, data subset, arm, generation settings, decoder version, template, scorer
-version) is one evaluation keyed by content. Per-item outcomes are committed batch by batch, so a killed run
-loses at most one batch and a re-run generates only the missing items.
+Each (model weights, data subset, arm, generation settings, decoder version, device type,
+template, scorer version) is one evaluation keyed by content. Per-item outcomes are committed
+batch by batch, so a killed run loses at most one batch and a re-run generates only the missing
+items.
 """
 
 from __future__ import annotations
