@@ -109,9 +109,9 @@ def eval_tooluse(
     trust_remote_code: bool = typer.Option(False, help="Allow model repositories to run their own code."),
 ):
     """Evaluate base and/or teacher (demonstration in context) on ToolAlpaca, scored as the paper does."""
-    from .evaluate import EvalRequest, backend_factory, check_arms, evaluate
+    from .evaluate import EvalRequest, backend_factory, check_arms, check_backend, evaluate
     from .generation import GenerationSettings
-    from .models import fingerprint
+    from .models import check_device, fingerprint
     from .paths import data_dir as resolve_data_dir
     from .tasks import tooluse as tu
 
@@ -126,11 +126,13 @@ def eval_tooluse(
         raise HarnessError(f"--dtype: unknown '{dtype}' (float32, bfloat16, bf16-autocast, float16)")
     if "teacher" in arm_list:
         tu.teacher_prompt("", "", teacher_template)  # a bad template fails here, before anything is written
+    check_backend(backend)
     if backend == "vllm" and device == "cpu":
         device = "cuda"  # vLLM runs on the GPU; the key and the run record say so
-    factory = backend_factory(backend, model, dtype, device, batch_size, trust_remote_code)
+    check_device(device)
     path = tu.resolve_split(split, resolve_data_dir(data_dir))
     loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
+    factory = backend_factory(backend, model, dtype, device, batch_size, trust_remote_code)
     records = tu.subset(loaded.records, limit)
     if threads:
         import torch
@@ -324,7 +326,8 @@ def train_cmd(
             prog.update(task_id, completed=step, total=total,
                         description=f"{cfg.method} loss {row['loss']:.4f} drift {row['drift_kl']:.4f}")
 
-        res = train(cfg, records, output_dir, tu.records_hash(records), store=store, progress=cb, data_source=loaded.path)
+        res = train(cfg, records, output_dir, tu.records_hash(records), store=store, progress=cb,
+                    data_source=loaded.path, skipped=loaded.skipped)
     t = Table(title=f"{cfg.method} · {cfg.model} · {res.steps} steps")
     for c in ("step", "loss", "divergence", "drift KL", "rollout len", "tokens/s", "step s", "lr"):
         t.add_column(c, justify="right")
@@ -479,8 +482,14 @@ def eval_prior(
 
         torch.set_num_threads(threads)
     from .hashing import hash_obj
+    from .models import check_device
+    from .prior.evaluate import plan_keys
 
+    check_device(device)
     mh = hash_obj([fingerprint(model), dtype, "merged-adapter"])  # same recipe as `harness run`
+    bench_list = benchmarks.split(",") if benchmarks else None
+    # suite file, benchmark names and data are checked here, before the store is written to
+    plan_keys(mh, suite_path=suite, benchmarks=bench_list, limit=limit, data_dir=data_dir)
     store = _store(db)
     run_id = store.new_run("eval-prior", config={"model": model, "suite": str(suite), "limit": limit,
                                                  "benchmarks": benchmarks})
@@ -494,7 +503,7 @@ def eval_prior(
 
         res = evaluate_prior(lambda: load_model(model, dtype=dtype, device=device, merge_adapter=True), None,
                              model_label=model, store=store, suite_path=suite, model_hash=mh,
-                             benchmarks=benchmarks.split(",") if benchmarks else None, limit=limit,
+                             benchmarks=bench_list, limit=limit,
                              data_dir=data_dir, batch_size=batch_size, progress=cb, run_id=run_id)
     store.finish_run(run_id)
     t = Table(title=f"prior suite · {model} · limit {limit}")

@@ -172,13 +172,10 @@ def hf_backend_factory(model_spec: str, dtype: str, device: str, batch_size: int
 def vllm_backend_factory(model_spec: str, dtype: str, trust_remote_code: bool = False) -> Callable[[], Backend]:
     """vLLM generation (GPU machines): the engine schedules its own batches, so evaluate() hands it
     256 prompts per call; each call's outputs are committed before the next."""
-    import importlib.util
-
     from .errors import ModelError
-    from .models import resolve
+    from .models import resolve, weights_dir
 
-    if importlib.util.find_spec("vllm") is None:
-        raise ModelError("backend 'vllm' requested but vllm is not installed (pip install -e '.[vllm]')")
+    check_backend("vllm")
     ms = resolve(model_spec)
     if ms.adapter:
         raise ModelError(f"{model_spec}: backend 'vllm' needs a full model, not an adapter folder "
@@ -191,7 +188,7 @@ def vllm_backend_factory(model_spec: str, dtype: str, trust_remote_code: bool = 
             from .models import load_tokenizer
 
             vdtype = "bfloat16" if dtype == "bf16-autocast" else dtype
-            holder["b"] = VLLMBackend(ms.path, load_tokenizer(model_spec, trust_remote_code), dtype=vdtype,
+            holder["b"] = VLLMBackend(weights_dir(ms.path), load_tokenizer(model_spec, trust_remote_code), dtype=vdtype,
                                       trust_remote_code=trust_remote_code)
         return holder["b"]
 
@@ -199,13 +196,24 @@ def vllm_backend_factory(model_spec: str, dtype: str, trust_remote_code: bool = 
     return make
 
 
+def check_backend(backend: str) -> str:
+    """`backend` if it is known and importable here; else one ConfigError/ModelError line."""
+    import importlib.util
+
+    from .errors import ModelError
+
+    if backend not in ("hf", "vllm"):
+        raise ConfigError(f"unknown backend '{backend}' (choose hf or vllm)")
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ModelError("backend 'vllm' requested but vllm is not installed (pip install -e '.[vllm]')")
+    return backend
+
+
 def backend_factory(backend: str, model_spec: str, dtype: str, device: str, batch_size: int,
                     trust_remote_code: bool = False) -> Callable[[], Backend]:
-    if backend == "hf":
-        return hf_backend_factory(model_spec, dtype, device, batch_size, trust_remote_code)
-    if backend == "vllm":
+    if check_backend(backend) == "vllm":
         return vllm_backend_factory(model_spec, dtype, trust_remote_code)
-    raise ConfigError(f"unknown backend '{backend}' (choose hf or vllm)")
+    return hf_backend_factory(model_spec, dtype, device, batch_size, trust_remote_code)
 
 
 def _reference_eval(store: Store, task: str, items: list[str]) -> dict | None:

@@ -237,11 +237,31 @@ def torch_dtype(name: str):
     return table[name]
 
 
+def check_device(device: str) -> str:
+    """`device` if torch can place tensors there now, else one ModelError line (before any work)."""
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ModelError(f"device '{device}': not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only torch build" if torch.version.cuda is None else "no visible GPU"
+            raise ModelError(f"device '{device}': CUDA is not available ({build}; torch {torch.__version__})")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ModelError(f"device '{device}': only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif d.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"device '{device}': MPS is not available on this machine")
+    return device
+
+
 def load_tokenizer(spec: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     ms = resolve(spec)
-    src = ms.adapter if ms.adapter and (Path(ms.adapter) / "tokenizer_config.json").is_file() else ms.path
+    src = (ms.adapter if ms.adapter and (Path(ms.adapter) / "tokenizer_config.json").is_file()
+           else weights_dir(ms.path))
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -265,9 +285,9 @@ def load_model(spec: str, dtype: str = "float32", device: str = "cpu",
     tok = load_tokenizer(spec, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            ms.path, dtype=torch_dtype(dtype), use_safetensors=True,
+            weights_dir(ms.path), dtype=torch_dtype(dtype), use_safetensors=True,
             trust_remote_code=trust_remote_code)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # missing/corrupt files, unknown architecture
         raise ModelError(f"{spec}: cannot load model ({_first_line(e)})") from None
     clear_quantizer_flags(model)
     if ms.adapter:
@@ -308,6 +328,13 @@ def hub_snapshot(repo_id: str) -> Path:
                          f"({type(e).__name__}: {_first_line(e)})") from None
 
 
+def weights_dir(path: str) -> str:
+    """The folder weights load from: `path` itself, or for a hub id its local snapshot. Loading and
+    `fingerprint` both go through this, so the hash always describes the files that ran (a hub id
+    given to `from_pretrained` directly could fetch a newer revision than the one hashed)."""
+    return path if Path(path).is_dir() else str(hub_snapshot(path))
+
+
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
@@ -317,8 +344,9 @@ def fingerprint(spec: str) -> str:
 
     Memoised in `cache_dir()/fingerprints.json` by (path, size, mtime) so a cached re-run does not
     re-read gigabytes. The chat template (`chat_template.jinja`) counts: it changes every prompt.
-    A hub id hashes the files of its local snapshot, downloaded first if need be (loading would
-    download them anyway), so a new upstream revision is a new model, never a stale cache hit.
+    A hub id hashes the files of its local snapshot (downloaded first if none is cached), the same
+    folder `load_model` reads (`weights_dir`); the cached snapshot is used as it is, so moving to a
+    newer upstream revision is explicit (`hf download ORG/NAME`), and then changes the hash.
     """
     from .hashing import hash_file, hash_obj
 
@@ -331,9 +359,7 @@ def fingerprint(spec: str) -> str:
         memo = {}
     parts = []
     for folder in folders:
-        fp = Path(folder)
-        if not fp.is_dir():
-            fp = hub_snapshot(folder)
+        fp = Path(weights_dir(folder))
         for f in sorted(fp.iterdir()):
             if f.suffix not in WEIGHT_AND_TOKENIZER_SUFFIXES or f.name == MATERIALISED_MARKER:
                 continue

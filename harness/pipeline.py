@@ -176,7 +176,8 @@ class SuiteRunner:
         self.log(f"train {p.name} → {p.checkpoint}")
         cb = self._bar(f"train {p.name}")
         res = train(p.cfg, self.data.train.records, p.checkpoint, self.data.train.data_hash, store=self.store,
-                    progress=(lambda s, t, row: cb(s, t)) if cb else None, data_source=self.data.train.path)
+                    progress=(lambda s, t, row: cb(s, t)) if cb else None, data_source=self.data.train.path,
+                    skipped=self.data.train.skipped)
         return res.totals | {"steps": res.steps, "cached": False}
 
     def eval_tooluse(self, p: Point, split: str, run_id: str) -> dict:
@@ -214,12 +215,16 @@ class SuiteRunner:
     def run(self) -> str:
         import torch
 
+        from .models import check_device
+
+        check_device(self.suite.device)  # before the run row: a GPU suite on a CPU box fails in one line
         if self.suite.threads:
             torch.set_num_threads(self.suite.threads)
         t0 = time.perf_counter()
         suite_dict = json.loads(self.suite.model_dump_json())
         run_id = self.store.new_run("suite", name=self.suite.name, config=suite_dict,
-                                    meta={"suite": self.suite.name, "suite_path": str(self.suite_path)})
+                                    meta={"suite": self.suite.name, "suite_path": str(self.suite_path),
+                                          "skipped": self.skipped_records()})
         with self.store.failing_run(run_id):
             meta_points = self._run_points(run_id)
             self._select(meta_points)
@@ -230,6 +235,12 @@ class SuiteRunner:
                                                 "model": self.suite.model, "paper_model": PAPER_MODEL,
                                                 "task": self.suite.task.name, "wall_s": time.perf_counter() - t0})
         return run_id
+
+    def skipped_records(self) -> dict[str, list[dict]]:
+        """Records that `skip_invalid: true` dropped, per split (file, record, problem): stored in
+        the run's metadata so no skip is silent."""
+        splits = {"train": self.data.train, "test": self.data.test, "validation": self.data.validation}
+        return {name: [{"file": d.path} | s for s in d.skipped] for name, d in splits.items() if d and d.skipped}
 
     def _run_points(self, run_id: str) -> list[dict]:
         """Train and evaluate every point in order, recording progress in the run's metadata."""

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from harness.errors import ModelError
-from harness.models import clear_quantizer_flags, fingerprint, resolve
+from harness.models import check_device, clear_quantizer_flags, fingerprint, load_model, resolve
 
 
 @pytest.fixture()
@@ -58,6 +58,34 @@ def test_hub_ids_hash_their_snapshot_files_and_fail_cleanly_without_one(monkeypa
     with pytest.raises(ModelError, match=r"org/tiny: not a local folder, and the hub snapshot is unavailable "
                                          r"\(OSError: We couldn't connect"):
         fingerprint("org/tiny")
+
+
+def test_a_hub_id_loads_from_the_snapshot_it_was_fingerprinted_by(monkeypatch, model_copy):
+    """Weights and tokenizer come from the very folder `fingerprint` hashed: handing the bare id to
+    `from_pretrained` could fetch a newer upstream revision than the one the cache key names."""
+    import huggingface_hub
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kw: asked.append((repo_id, kw.get("local_files_only"))) or str(model_copy))
+    model, tok = load_model("org/tiny")
+    assert model.name_or_path == str(model_copy) and tok.name_or_path == str(model_copy)
+    assert asked and all(a == ("org/tiny", True) for a in asked)  # the cached snapshot, no hub request
+
+
+def test_check_device_names_the_problem_in_one_line():
+    import torch
+
+    assert check_device("cpu") == "cpu"
+    with pytest.raises(ModelError, match=r"device 'gpu0': not a torch device"):
+        check_device("gpu0")
+    if torch.cuda.is_available():
+        assert check_device("cuda") == "cuda"
+        with pytest.raises(ModelError, match="CUDA device"):
+            check_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(ModelError, match=r"device 'cuda:1': CUDA is not available"):
+            check_device("cuda:1")
 
 
 def test_clear_quantizer_flags_makes_a_gguf_loaded_model_saveable(tiny_model, tmp_path):

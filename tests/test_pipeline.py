@@ -56,6 +56,14 @@ def test_run_then_cached_rerun_then_partial_recompute(tmp_path, env):
     n_evals = len(store.find_evals())
     n_trained = len(list((tmp_path / "results" / "checkpoints").iterdir()))
     assert n_trained == 3  # two SFT grid points and one SDFT point
+    # skip_invalid: true is never silent: the run and every trained checkpoint list the dropped records
+    skipped = store.list_runs(kind="suite")[0]["meta"]["skipped"]
+    assert list(skipped) == ["train"] and len(skipped["train"]) == 4
+    assert all("CurrencyBeacon" in s["record"] and s["file"].endswith("eval_real.json") for s in skipped["train"])
+    import json
+
+    for ck in (tmp_path / "results" / "checkpoints").iterdir():
+        assert len(json.loads((ck / "final" / "harness_train.json").read_text())["skipped"]) == 4
     # unchanged suite: everything cached, nothing new computed
     r = invoke("run", suite, "--dry-run", *common)
     assert "0 of" in r.output

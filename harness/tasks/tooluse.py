@@ -162,11 +162,13 @@ def _read_json_records(path: Path) -> list:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix != ".jsonl":
+    if path.suffix != ".jsonl":
+        try:
             return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except json.JSONDecodeError as e:
+            # one JSON document per line under a .json name (as some HF exports are): read it as JSONL
+            if e.msg != "Extra data":
+                raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -95,7 +95,7 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, records, output_dir: str | Path, data_hash: str, store=None,
                  progress: Callable[[int, int, dict], None] | None = None, model=None, tokenizer=None,
-                 data_source: str = "data"):
+                 data_source: str = "data", skipped: list[dict] | None = None):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -122,6 +122,8 @@ class Run:
             model.to(self.acc.device)
         self.tok = tokenizer
         self.data_hash = data_hash
+        self.data_source = str(data_source)
+        self.skipped = list(skipped or [])  # records the loader dropped (skip_invalid): kept in the metadata
         self.key = cfg.key(data_hash, self.model_hash)
         self.examples: list[Example] = encode_records(
             records, tokenizer, cfg.max_prompt_tokens, cfg.max_completion_tokens, cfg.method,
@@ -474,7 +476,8 @@ class Run:
         if tmp.exists():
             shutil.rmtree(tmp)
         meta = {"config": self.cfg.to_dict(), "key": self.key, "data_hash": self.data_hash,
-                "model_hash": self.model_hash, "steps": self.step, "totals": self.totals}
+                "model_hash": self.model_hash, "steps": self.step, "totals": self.totals,
+                "data_source": self.data_source, "skipped": self.skipped}
         if self.cfg.lora:
             self.model.save_pretrained(tmp, selected_adapters=["default"], safe_serialization=True)
             acfg = json.loads((tmp / "adapter_config.json").read_text())
@@ -513,7 +516,8 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "run_config.json").write_text(json.dumps(
                 {"key": self.key, "config": self.cfg.to_dict(), "data_hash": self.data_hash,
-                 "model_hash": self.model_hash}, indent=1))
+                 "model_hash": self.model_hash, "data_source": self.data_source, "skipped": self.skipped},
+                indent=1))
         self.acc.wait_for_everyone()
         done_marker = self.out / "final" / "harness_train.json"
         start = self.resume()
@@ -544,6 +548,9 @@ class Run:
 
 
 def train(cfg: TrainConfig, records, output_dir, data_hash: str, store=None, progress=None, model=None,
-          tokenizer=None, data_source: str = "data") -> TrainResult:
-    """Train `cfg.model` on tool-use records with SFT or SDFT; resumable; returns the result."""
-    return Run(cfg, records, output_dir, data_hash, store, progress, model, tokenizer, data_source).run()
+          tokenizer=None, data_source: str = "data", skipped: list[dict] | None = None) -> TrainResult:
+    """Train `cfg.model` on tool-use records with SFT or SDFT; resumable; returns the result.
+
+    `skipped` lists the records the loader dropped (`skip_invalid`); it is written to
+    `run_config.json` and the final folder's `harness_train.json`, so no skip is silent."""
+    return Run(cfg, records, output_dir, data_hash, store, progress, model, tokenizer, data_source, skipped).run()
