@@ -44,10 +44,36 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
     STATE["debug"] = debug
 
 
+class LoggedProgress(Progress):
+    """A rich progress bar that, when stderr is not a terminal (CI logs, nohup), also prints one
+    line per change of a task (`label: done/total`): a live bar is invisible in a log file."""
+
+    def __init__(self, *columns, **kw):
+        super().__init__(*columns, **kw)
+        self._logged: dict = {}
+
+    def _log(self, task_id) -> None:
+        if self.console.is_terminal:
+            return
+        t = next(t for t in self.tasks if t.id == task_id)
+        line = f"{t.description}: {t.completed:.0f}" + (f"/{t.total:.0f}" if t.total is not None else "")
+        if self._logged.get(task_id) != line:
+            self._logged[task_id] = line
+            self.console.print(line, highlight=False, markup=False)
+
+    def update(self, task_id, **kw) -> None:
+        super().update(task_id, **kw)
+        self._log(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+
 def progress_bar() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
-                    transient=False)
+    return LoggedProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
+                          transient=False)
 
 
 def _store(db: Optional[str]):
@@ -365,8 +391,6 @@ def run_cmd(
                 if label not in tasks:
                     tasks[label] = prog.add_task(label, total=total)
                 prog.update(tasks[label], completed=done, total=total)
-                if not err_console.is_terminal:  # logs (CI, nohup): one line per update
-                    err_console.print(f"{label}: {done}/{total}", highlight=False)
             return cb
 
         runner = SuiteRunner(suite, results_db(db), data_dir, log=lambda m: prog.console.print(f"[dim]{m}[/dim]"),

@@ -54,6 +54,7 @@ def test_skip_invalid_lists_skipped_records_in_run_metadata(tmp_path, tiny_model
     r = harness("eval", "tooluse", "--model", tiny_model_dir, "--split", "eval_real", "--skip-invalid", "--limit", "1",
                 "--arms", "base", "--max-new-tokens", "2", "--db", db, env_extra={"HARNESS_DATA_DIR": str(data_dir)})
     assert r.returncode == 0, r.stderr
+    assert "base: 1/1" in r.stderr.splitlines()  # stderr is a pipe here: progress comes as log lines
     from harness.store import Store
 
     run = Store(db).list_runs()[0]

@@ -170,3 +170,14 @@ def test_jsonl_errors_name_the_line(tmp_path, data_dir):
     p.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"broken\.jsonl: line 3 is not valid JSON"):
         tu.load_tooluse(p)
+
+
+def test_jsonl_content_under_a_json_name_loads_and_plain_json_errors_stay_json_errors(tmp_path, data_dir):
+    lines = (data_dir / tu.SPLITS["regen97"]).read_text().splitlines()[:3]
+    p = tmp_path / "train.json"  # one record per line, as some exports name it
+    p.write_text("\n".join(lines) + "\n")
+    loaded = tu.load_tooluse(p)
+    assert [r.prompt for r in loaded.records] == [json.loads(l)["prompt"] for l in lines]
+    p.write_text('[{"prompt": "x",')
+    with pytest.raises(DataError, match=r"train\.json: not valid JSON \(Expecting"):
+        tu.load_tooluse(p)
