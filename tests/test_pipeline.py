@@ -211,3 +211,16 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, env):
                          capture_output=True, text=True)
     assert out.returncode == 2 and "not found" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.db").exists() and not (tmp_path / "reports").exists()
+
+
+def test_a_suite_device_that_is_not_there_fails_before_the_run_row_but_still_plans(tmp_path, env):
+    from harness.errors import ModelError
+    from harness.pipeline import SuiteRunner
+    from harness.store import Store
+
+    p = write_suite(tmp_path, lambda d: d.update(device="cuda:99"))
+    runner = SuiteRunner(p, env["db"], overrides={"model": env["model"]})
+    assert runner.plan()  # planning a GPU suite on any machine works
+    with pytest.raises(ModelError, match=r"^device 'cuda:99': (CUDA is not available|only \d+ CUDA device)"):
+        runner.run()
+    assert Store(env["db"]).list_runs() == []
