@@ -23,6 +23,7 @@ from rich.table import Table
 from .errors import HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Measure forgetting when a language model learns from demonstrations (SFT vs SDFT).")
 models_app = typer.Typer(no_args_is_help=True, help="List and install the built-in offline models.")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate a model on the new task or the prior suite.")
@@ -51,6 +52,16 @@ class LoggedProgress(Progress):
     def __init__(self, *columns, **kw):
         super().__init__(*columns, **kw)
         self._logged: dict = {}
+
+    def start(self) -> None:
+        # off a terminal the log lines replace the live bar, whose final render (or blank line)
+        # would otherwise land on stderr ahead of an error line
+        if self.console.is_terminal:
+            super().start()
+
+    def stop(self) -> None:
+        if self.console.is_terminal:  # rich ends a non-interactive bar with a blank line
+            super().stop()
 
     def _log(self, task_id) -> None:
         if self.console.is_terminal:
@@ -81,6 +92,65 @@ def _store(db: Optional[str]):
     from .store import Store
 
     return Store(results_db(db))
+
+
+class _LazyStore:
+    """The results store, created on first use: a command whose checks fail leaves no file."""
+
+    def __init__(self, db: Optional[str]):
+        self._db, self._store = db, None
+
+    def __getattr__(self, name):
+        if self._store is None:
+            self._store = _store(self._db)
+        return getattr(self._store, name)
+
+
+def _check_writable_dir(path: Path, option: str) -> None:
+    """Fail now, in one line, if `path` cannot become a writable folder, rather than after hours of
+    work; nothing is created here."""
+    p = Path(path).absolute()
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise HarnessError(f"{option} {path}: {probe} is a file, expected a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise HarnessError(f"{option} {path}: {probe} is not writable")
+
+
+def _check_threads(threads: Optional[int]) -> None:
+    if threads is not None and threads <= 0:
+        raise HarnessError(f"--threads must be positive, got {threads}")
+
+
+def _check_model_loads(model: str, trust_remote_code: bool = False) -> None:
+    """Before a run row is written: the model's config and tokenizer load and its safetensors
+    headers are readable (the weights themselves stay on disk), so a broken model folder fails in
+    one line and leaves nothing behind."""
+    from .errors import ModelError
+    from .models import load_tokenizer, resolve, weights_dir
+
+    try:
+        ms = resolve(model)
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{Path(model) / 'adapter_config.json'}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    folder = Path(weights_dir(ms.path))
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{folder / 'config.json'}: cannot load the model config "
+                         f"({(str(e).strip().splitlines() or [type(e).__name__])[0]})") from None
+    for f in sorted(folder.glob("*.safetensors")) + sorted(Path(ms.adapter).glob("*.safetensors") if ms.adapter else []):
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception as e:  # safetensors raises its own SafetensorError for every corruption
+            raise ModelError(f"{f}: not a readable safetensors file ({e})") from None
+    load_tokenizer(model, trust_remote_code=trust_remote_code)
 
 
 # ----------------------------------------------------------------------------- models
@@ -124,7 +194,7 @@ def eval_tooluse(
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N items only."),
     max_new_tokens: int = typer.Option(1024, help="Generation budget (the paper uses 1024)."),
     batch_size: int = typer.Option(8, help="Prompts per generate call (left padding)."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16, or bf16-autocast (fp32 weights, bf16 compute). bf16 is only fast on CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs."),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on GPUs and on CPUs where a measured probe shows native bf16, else float32), float32, bfloat16, or bf16-autocast (fp32 weights, bf16 compute)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     backend: str = typer.Option("hf", help="hf (transformers, any device) or vllm (GPU; pip install -e '.[vllm]'; full models only, not adapter folders)."),
     teacher_template: str = typer.Option("paper", help="'paper' (colon), 'code' (period), or a custom string with {prompt} and {demonstration}."),
@@ -142,28 +212,38 @@ def eval_tooluse(
     from .tasks import tooluse as tu
 
     arm_list = check_arms(arms.split(","))
+    dup = next((a for i, a in enumerate(arm_list) if a in arm_list[:i]), None)
+    if dup:
+        raise HarnessError(f"--arms: arm '{dup}' is listed twice")
     if limit is not None and limit <= 0:
         raise HarnessError(f"--limit must be positive, got {limit}")
     if max_new_tokens <= 0:
         raise HarnessError(f"--max-new-tokens must be positive, got {max_new_tokens}")
     if batch_size <= 0:
         raise HarnessError(f"--batch-size must be positive, got {batch_size}")
-    if dtype not in {"float32", "bfloat16", "bf16-autocast", "float16"}:
-        raise HarnessError(f"--dtype: unknown '{dtype}' (float32, bfloat16, bf16-autocast, float16)")
+    from .precision import check_choice, resolve_dtype
+
+    check_choice(dtype, "--dtype")
     if "teacher" in arm_list:
         tu.teacher_prompt("", "", teacher_template)  # a bad template fails here, before anything is written
     check_backend(backend)
     if backend == "vllm" and device == "cpu":
         device = "cuda"  # vLLM runs on the GPU; the key and the run record say so
     check_device(device)
+    prec = resolve_dtype(dtype, device)  # `auto` -> concrete, before any key is computed
+    dtype = prec.dtype
     path = tu.resolve_split(split, resolve_data_dir(data_dir))
     loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
     factory = backend_factory(backend, model, dtype, device, batch_size, trust_remote_code)
+    if limit is not None and limit > len(loaded.records):  # as a suite does: never a silent shortfall
+        raise HarnessError(f"--limit {limit}: {loaded.path} holds only {len(loaded.records)} records")
     records = tu.subset(loaded.records, limit)
+    _check_threads(threads)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    _check_model_loads(model, trust_remote_code)
     model_hash = fingerprint(model)  # no weights loaded unless something must be generated
     store = _store(db)
     run_id = store.new_run("eval-tooluse", config={"model": model, "arms": arm_list, "split": split,
@@ -171,7 +251,7 @@ def eval_tooluse(
                                                    "dtype": dtype, "device": device, "backend": backend,
                                                    "teacher_template": teacher_template},
                            meta={"data_path": loaded.path, "skipped": loaded.skipped,
-                                 "model_hash": model_hash})
+                                 "model_hash": model_hash, "precision": prec.to_dict()})
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     results = {}
     with store.failing_run(run_id), progress_bar() as prog:
@@ -196,6 +276,7 @@ def eval_tooluse(
                   f"{r['arg_f1']:.2f}", f"{tps:.1f}" if tps else "-", f"{r['mean_new_tokens']:.0f}",
                   f"{r['wall_s']:.1f}s", "yes" if r["cached"] else "no")
     console.print(t)
+    console.print(f"dtype {prec.describe()}")
     if loaded.skipped:
         err_console.print(f"skipped {len(loaded.skipped)} invalid records (listed in run {run_id} metadata)")
     console.print(f"run {run_id} stored in {store.path}")
@@ -248,9 +329,14 @@ def results_export(run: str = typer.Argument(..., help="Run id (prefix) or name.
     for e in store.run_evals(info["run_id"]):
         e["examples"] = store.examples(e["eval_key"])
         evals.append(e)
+    if out.is_dir():
+        raise HarnessError(f"{out}: is a folder; --out takes the JSON file to write")
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps({"run": info, "evaluations": evals}, indent=1, default=str))
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(json.dumps({"run": info, "evaluations": evals}, indent=1, default=str))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     console.print(f"wrote {out} ({len(evals)} evaluations)")
 
 
@@ -307,7 +393,7 @@ def train_cmd(
     batch_size: Optional[int] = typer.Option(None, help="Prompts per optimizer update."),
     micro_batch_size: Optional[int] = typer.Option(None, help="Prompts per forward pass per process."),
     warmup_steps: Optional[int] = typer.Option(None), seed: Optional[int] = typer.Option(None),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast on/off. Default (or 'bf16: auto' in --config): on for CUDA and for CPUs where a measured probe shows native bf16, off elsewhere."),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
     max_completion_tokens: Optional[int] = typer.Option(None), max_prompt_tokens: Optional[int] = typer.Option(None),
     divergence: Optional[str] = typer.Option(None, help="(sdft) forward | reverse | jsd"),
@@ -325,9 +411,18 @@ def train_cmd(
     from .train.loop import train
     from .suite import read_mapping
 
+    _check_writable_dir(output_dir, "--output-dir")
     if task != "tooluse":
         raise HarnessError(f"--task: unknown task '{task}' (available: tooluse)")
     base = read_mapping(config) if config else {}
+    if base:  # a typo in the file is reported against the file, not as if it were a flag
+        from dataclasses import fields
+
+        unknown = sorted(set(base) - {f.name for f in fields(TrainConfig)})
+        if unknown:
+            raise HarnessError(f"{config}: {unknown[0]}: unknown training setting")
+    if limit is not None and limit <= 0:
+        raise HarnessError(f"--limit must be positive, got {limit}")
     flags = {k: v for k, v in dict(
         method=method, model=model, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, micro_batch_size=micro_batch_size, warmup_steps=warmup_steps,
@@ -337,6 +432,7 @@ def train_cmd(
         merge=merge or None,
         lora_targets=tuple(lora_targets.split(",")) if lora_targets else None).items() if v is not None}
     cfg = TrainConfig.from_dict(base | flags)
+    _check_threads(threads)
     if threads:
         import torch
 
@@ -344,7 +440,7 @@ def train_cmd(
     path = tu.resolve_split(split, resolve_data_dir(data_dir))
     loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
     records = tu.subset(loaded.records, limit)
-    store = _store(db)
+    store = _LazyStore(db)  # the training checks run first; the store appears with the first step
     with progress_bar() as prog:
         task_id = prog.add_task(f"{cfg.method} steps", total=None)
 
@@ -366,6 +462,7 @@ def train_cmd(
                   f"~{tot['flops']:.3g} FLOPs, train {tot['train_s']:.1f}s (+{tot['drift_s']:.1f}s drift probes), "
                   f"wall {tot['wall_s']:.1f}s" + (f", resumed from step {res.resumed_from}" if res.resumed_from else ""))
     console.print(f"adapter/model: {res.final_dir}" + (f"; merged: {res.merged_dir}" if res.merged_dir else ""))
+    console.print(f"bf16 autocast {'on' if cfg.bf16 else 'off'}: {cfg.precision.describe()}")
 
 
 # ----------------------------------------------------------------------------- run / report / claims
@@ -382,6 +479,8 @@ def run_cmd(
     from .paths import results_db
     from .pipeline import SuiteRunner
 
+    if not (dry_run or no_report):
+        _check_writable_dir(reports, "--reports")
     overrides = {"model": model} if model else None
     with progress_bar() as prog:
         tasks: dict = {}
@@ -395,7 +494,11 @@ def run_cmd(
 
         runner = SuiteRunner(suite, results_db(db), data_dir, log=lambda m: prog.console.print(f"[dim]{m}[/dim]"),
                              progress_factory=factory, overrides=overrides)
-        if dry_run:
+        if dry_run:  # reads the store if there is one, never creates or alters it
+            from .store import Store
+
+            dbp = results_db(db)
+            runner._store = Store.open_existing(dbp) if Path(dbp).exists() else Store(":memory:")
             plan = runner.plan()
         else:
             import time as _t
@@ -413,6 +516,7 @@ def run_cmd(
         console.print(t)
         n = sum(not r["cached"] for r in plan)
         console.print(f"{n} of {len(plan)} steps will run")
+        _print_precision(runner.precision_meta())
         return
     _print_summary(run_id, store)
     if not no_report:
@@ -432,6 +536,15 @@ def _fmt_ci(v, lo, hi, pct=True) -> str:
     if lo is None or (isinstance(lo, float) and math.isnan(lo)):
         return f"{v * k:.1f}"
     return f"{v * k:.1f} [{lo * k:.1f}, {hi * k:.1f}]"
+
+
+def _print_precision(meta: dict, config: dict | None = None) -> None:
+    """The dtype of a suite run and why (probe numbers), and each trained arm's bf16 autocast."""
+    from .precision import describe_run
+
+    console.print(f"dtype {describe_run(config or {}, meta)}")
+    for how in sorted(set((meta.get("train_precision") or {}).values())):
+        console.print(f"training bf16 autocast: {how}")
 
 
 def _print_summary(run_id: str, store) -> None:
@@ -461,6 +574,9 @@ def _print_summary(run_id: str, store) -> None:
                     break
         t.add_row(arm, _fmt_ci(r["acc"], r["lo"], r["hi"]), str(int(r["n"])), pa, fg, wall)
     console.print(t)
+    for note in res.notes:  # e.g. an arm left unselected rather than chosen on the test set
+        console.print(f"note: {note}", highlight=False)
+    _print_precision(info["meta"], info.get("config"))
 
 
 @app.command("report")
@@ -469,8 +585,12 @@ def report_cmd(run: str = typer.Argument(..., help="Run id (prefix) or suite nam
     """Render the HTML + Markdown report of a stored run (no torch needed)."""
     from .paths import results_db
     from .report import render
+    from .store import Store, check_safe_name
 
-    paths = render(run, db=str(results_db(db)), out_dir=str(out))
+    store = Store.open_existing(results_db(db))
+    run_id = check_safe_name(store.get_run(run)["run_id"])  # the report folder is named after it
+    _check_writable_dir(out, "--out")
+    paths = render(run_id, db=store, out_dir=str(out))
     console.print(f"report: {paths.get('html')}  (markdown: {paths.get('markdown')})")
 
 
@@ -491,7 +611,7 @@ def eval_prior(
     benchmarks: Optional[str] = typer.Option(None, help="Comma-separated subset of the suite's benchmarks."),
     limit: Optional[int] = typer.Option(None, help="Seeded subset size per benchmark (same items for every model)."),
     batch_size: int = typer.Option(8),
-    dtype: str = typer.Option("float32", help="Weights dtype (bfloat16 pays off on GPUs and bf16-capable CPUs)."), device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto", help="Weights dtype: auto (bfloat16 on GPUs and on CPUs where a measured probe shows native bf16, else float32), float32, bfloat16."), device: str = typer.Option("cpu"),
     data_dir: Optional[str] = typer.Option(None), db: Optional[str] = typer.Option(None),
     threads: Optional[int] = typer.Option(None),
 ):
@@ -501,6 +621,9 @@ def eval_prior(
 
     if limit is not None and limit <= 0:
         raise HarnessError(f"--limit must be positive, got {limit}")
+    if batch_size <= 0:
+        raise HarnessError(f"--batch-size must be positive, got {batch_size}")
+    _check_threads(threads)
     if threads:
         import torch
 
@@ -510,13 +633,20 @@ def eval_prior(
     from .prior.evaluate import plan_keys
 
     check_device(device)
+    from .precision import check_choice, resolve_dtype
+
+    check_choice(dtype, "--dtype")
+    prec = resolve_dtype(dtype, device)  # `auto` -> concrete, before the key below
+    dtype = "float32" if prec.dtype == "bf16-autocast" else prec.dtype  # weights dtype, as `harness run`
     mh = hash_obj([fingerprint(model), dtype, "merged-adapter"])  # same recipe as `harness run`
     bench_list = benchmarks.split(",") if benchmarks else None
     # suite file, benchmark names and data are checked here, before the store is written to
     plan_keys(mh, suite_path=suite, benchmarks=bench_list, limit=limit, data_dir=data_dir)
+    _check_model_loads(model)
     store = _store(db)
     run_id = store.new_run("eval-prior", config={"model": model, "suite": str(suite), "limit": limit,
-                                                 "benchmarks": benchmarks})
+                                                 "benchmarks": benchmarks, "dtype": dtype},
+                           meta={"precision": prec.to_dict()})
     with store.failing_run(run_id), progress_bar() as prog:
         task = prog.add_task("prior suite", total=None)
 
@@ -538,7 +668,11 @@ def eval_prior(
         t.add_row(name, r["metric"], f"{r['value']:.4f}{se}", str(r["n"]), f"{r['chance']:.2f}",
                   f"{r['wall_s']:.1f}s", "yes" if r["cached"] else "no")
     console.print(t)
-    console.print(f"prior average (unweighted, paper's six present): {prior_average(res):.4f}")
+    if any(r.get("in_average", True) and r.get("value") is not None for r in res.values()):
+        console.print(f"prior average (unweighted, paper's six present): {prior_average(res):.4f}")
+    else:  # e.g. ARC-Easy alone: a complete evaluation, just nothing that counts toward the average
+        console.print("prior average: - (none of these benchmarks counts toward the paper's average)")
+    console.print(f"dtype {prec.describe()}")
     console.print(f"run {run_id} stored in {store.path}")
 
 
@@ -552,37 +686,108 @@ def gate_cmd(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown summary (PR comment)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one test case per metric)."),
 ):
-    """Fail (exit 1) only when a metric regressed beyond noise; 2 when undecidable or bad input."""
+    """Exit 0 when every metric is shown within its allowed drop, 1 on a regression (only), 2 on bad
+    input, 3 when the sample cannot decide."""
     from .gate import gate_command
 
     raise typer.Exit(gate_command(baseline, candidate, suite, db=db, markdown=markdown, junit=junit, console=console))
 
 
-def run() -> None:
-    """Console-script entry point: one clean line for user errors."""
-    try:
-        rc = app(standalone_mode=False)  # returns a typer.Exit code instead of exiting
-        sys.exit(rc if isinstance(rc, int) else 0)
-    except HarnessError as e:
-        if STATE["debug"]:
-            raise
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code)
-    except (typer.Exit, SystemExit) as e:
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        sys.exit(code)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; re-run the same command to resume")
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
+INTERRUPTED = "interrupted; re-run the same command to resume"
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+
+def _click_exceptions():
+    """typer >= 0.2x raises its own vendored copy of click's exceptions, not the `click` package's."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older typer: plain click
+        from click import exceptions
+    return exceptions
+
+
+def _one_line(e: BaseException) -> tuple[str, int] | None:
+    """The one stderr line and exit code for an error a user can cause or fix, else None."""
+    import sqlite3
+
+    cx = _click_exceptions()
+    if isinstance(e, HarnessError):
+        return str(e), e.exit_code
+    if isinstance(e, cx.UsageError):
+        where = e.ctx.command_path if e.ctx is not None else "harness"
+        return f"{where}: {e.format_message()} (see {where} --help)", 2
+    if isinstance(e, cx.ClickException):
+        return e.format_message(), 2
+    if isinstance(e, (KeyboardInterrupt, typer.Abort)):
+        return INTERRUPTED, 130
+    if isinstance(e, OSError):
+        names = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        return f"{names or 'I/O'}: {e.strerror or e}", 2
+    if isinstance(e, sqlite3.Error):
+        return f"results store: {e}", 2
+    if isinstance(e, UnicodeDecodeError):
+        return f"cannot decode text as {e.encoding}: {e.reason} at byte {e.start}", 2
+    return None
+
+
+def _quiet_libraries() -> None:
+    """Until the work starts, stderr is for our own one error line: library progress bars and
+    advisory warnings (transformers, huggingface_hub, lm-eval) would bury it."""
+    import warnings
+
+    for k, v in (("TRANSFORMERS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+                 ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(k, v)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if "transformers" in sys.modules:  # imported already (tests, notebooks): the variables came too late
+        from transformers.utils import logging as tf_logging
+
+        tf_logging.set_verbosity_error()
+        tf_logging.disable_progress_bar()
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Run one CLI command and return its exit code: 0 ok, 1 gate regression, 2 bad input, usage
+    or any other error, 3 gate cannot decide, 130 interrupted. Errors are turned into one stderr
+    line here, and only here; `--debug` re-raises them with their traceback."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    _quiet_libraries()
+    cx = _click_exceptions()
+    try:
+        rc = app(args=args, prog_name="harness", standalone_mode=False)  # an Exit comes back as its code
+        rc = rc if isinstance(rc, int) else 0
+        if rc == 130:  # typer turns Ctrl-C into Exit(130) before we see it
+            err_console.print(INTERRUPTED, highlight=False)
+        return rc
+    except cx.NoArgsIsHelpError as e:  # `harness` or `harness eval` alone: the help, then one line
+        console.print(e.format_message(), highlight=False, markup=False)
+        err_console.print(f"[red]error:[/red] {e.ctx.command_path}: missing command (listed above)",
+                          highlight=False, soft_wrap=True)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except BaseException as e:
+        if debug:
+            raise
+        known = _one_line(e)
+        if known is None:
+            msg, rc = (f"internal error ({type(e).__name__}: {e}); re-run with --debug for the traceback "
+                       "and report it", 2)
+        else:
+            msg, rc = known
+        msg = " ".join(str(msg).split())  # one line, whatever the message held
+        from rich.markup import escape
+
+        err_console.print(("" if rc == 130 else "[red]error:[/red] ") + escape(msg), highlight=False, soft_wrap=True)
+        return rc
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(cli_main())
 
 
 if __name__ == "__main__":

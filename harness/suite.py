@@ -8,31 +8,80 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, read_text
 from .train.config import TrainConfig
 
 BUILTIN_ARMS = {"base", "teacher", "sft", "sdft"}
 
 
+class StrictLoader(yaml.SafeLoader):
+    """The safe loader, stricter where YAML surprises users: a key given twice is an error (PyYAML
+    keeps the last one silently), aliases are refused (nothing here needs them, and nested
+    aliases expand exponentially, the "billion laughs"), and `1e-4` is a float as in YAML 1.2
+    (YAML 1.1 needs a dot, `1.0e-4`, and reads `lr: 1e-4` as a string)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(None, None, f"alias *{event.anchor} is not allowed",
+                                                    event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if dup:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def read_mapping(path: str | Path) -> dict:
-    """Read a YAML or JSON mapping with one-line errors."""
+    """Read a YAML or JSON mapping (UTF-8) with one-line errors naming the file and line."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: file not found")
+    text = read_text(p, "config file")
     try:
-        data = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys(p)) if p.suffix == ".json" \
+            else yaml.load(text, Loader=StrictLoader)
     except (yaml.YAMLError, json.JSONDecodeError) as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        raise ConfigError(f"{p}: not valid YAML/JSON" + (f" (line {line + 1})" if line is not None else "")) from None
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else getattr(e, "lineno", None)
+        problem = getattr(e, "problem", None) or getattr(e, "msg", None)
+        raise ConfigError(f"{p}: not valid YAML/JSON" + (f" (line {line})" if line is not None else "")
+                          + (f": {problem}" if problem else "")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     return data
+
+
+def _no_duplicate_keys(path: Path):
+    def hook(pairs):
+        keys = [k for k, _ in pairs]
+        dups = sorted({k for k in keys if keys.count(k) > 1})
+        if dups:
+            raise ConfigError(f"{path}: duplicate key '{dups[0]}'")
+        return dict(pairs)
+    return hook
 
 
 class _Strict(BaseModel):
@@ -42,6 +91,8 @@ class _Strict(BaseModel):
 class SplitSpec(_Strict):
     split: str                                  # split name (paper68, regen97, eval_real, ...) or file path
     limit: int | None = Field(None, gt=0)
+    sample: Literal["first", "stratified"] = "first"  # which `limit` items: file order, or spread across APIs
+    seed: int = 0                               # draws the stratified sample
     skip_invalid: bool = False
     exclude: str | None = None                  # drop items that also appear in this split (by item id)
 
@@ -77,6 +128,27 @@ class PriorSpec(_Strict):
     batch_size: int = Field(8, gt=0)
 
 
+class DriftProbeSpec(_Strict):
+    """KL(base ‖ arm) per token on fixed general text (`harness.drift_probe`), for every trained point."""
+    n_per_source: int = Field(32, gt=0)         # prompts from each of GSM8K and ARC-Challenge
+    new_tokens: int = Field(48, gt=0)           # length of the base model's greedy continuation scored
+    batch_size: int = Field(8, gt=0)
+
+
+class ClaimsSpec(_Strict):
+    """Equivalence margins of the claim check, per claim id ('b', 'c', 'c-drift'): a claim whose 95%
+    interval lies within ±margin is reported as equivalent instead of inconclusive."""
+    margins: dict[str, float] = {}
+
+    @field_validator("margins")
+    @classmethod
+    def _positive(cls, v):
+        for k, m in v.items():
+            if not m > 0:
+                raise ValueError(f"margin for '{k}' must be positive")
+        return v
+
+
 class SelectionSpec(_Strict):
     metric: Literal["validation", "none"] = "validation"
 
@@ -86,7 +158,9 @@ class Suite(_Strict):
     description: str = ""
     model: str
     device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "bf16-autocast", "float16"] = "bfloat16"
+    # auto: bfloat16 where a measured probe shows native bf16 (or on CUDA), else float32 (harness.precision);
+    # resolved to the concrete dtype before any key is computed
+    dtype: Literal["auto", "float32", "bfloat16", "bf16-autocast", "float16"] = "auto"
     threads: int | None = Field(None, gt=0)
     task: TaskSpec
     arms: dict[str, ArmSpec]
@@ -94,6 +168,8 @@ class Suite(_Strict):
     train: dict[str, Any] = {}                  # TrainConfig defaults shared by every trained arm
     selection: SelectionSpec = SelectionSpec()
     prior: PriorSpec | None = None
+    drift_probe: DriftProbeSpec | None = None
+    claims: ClaimsSpec = ClaimsSpec()
 
     @model_validator(mode="after")
     def _check(self):

@@ -3,8 +3,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def harness(*args, env_extra=None, cwd=None):
@@ -44,7 +47,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, tiny_model_dir, dat
     db = tmp_path / "h.db"
     r = harness(*args, env_extra={"HARNESS_DATA_DIR": str(data_dir), "HARNESS_DB": str(db)})
     assert r.returncode == 2, r.stderr
-    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    lines = r.stderr.splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not db.exists() and not (tmp_path / "o").exists()
 
@@ -69,9 +72,9 @@ def test_skip_invalid_lists_skipped_records_in_run_metadata(tmp_path, tiny_model
     assert {"score", "output", "diag.format_valid", "diag.gen_s"} <= set(df.columns)
 
 
-def test_a_run_that_fails_midway_is_marked_failed(tmp_path, tiny_model_dir, data_dir):
+def test_a_model_folder_that_cannot_load_fails_before_the_run_row(tmp_path, tiny_model_dir, data_dir):
     """A model folder whose tokenizer cannot load passes the cheap checks (config.json, weights hash)
-    and fails when generation starts: one line, and the run row says 'failed', not 'running'."""
+    but is caught by the load check before the store is opened: one line, no store file."""
     import shutil
 
     broken = shutil.copytree(tiny_model_dir, tmp_path / "m")
@@ -80,10 +83,174 @@ def test_a_run_that_fails_midway_is_marked_failed(tmp_path, tiny_model_dir, data
     db = tmp_path / "h.db"
     r = harness("eval", "tooluse", "--model", broken, "--limit", "2", "--arms", "base", "--max-new-tokens", "2",
                 "--db", db, env_extra={"HARNESS_DATA_DIR": str(data_dir)})
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {broken}: cannot load tokenizer"), r.stderr
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+    assert r.stderr.startswith(f"error: {broken}: cannot load tokenizer"), r.stderr
+    assert not db.exists()
+
+
+def _cli(argv, capsys):
+    from harness.cli import cli_main
+
+    capsys.readouterr()
+    rc = cli_main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err.splitlines()  # blank lines count too
+
+
+def test_a_run_that_fails_midway_is_marked_failed(tmp_path, tiny_model_dir, data_dir, monkeypatch, capsys):
+    """Past the checks, a failure while evaluating leaves the run row 'failed', never 'running'."""
+    import harness.evaluate
+    from harness.errors import ModelError
     from harness.store import Store
 
-    store = Store(db)
-    assert [run["status"] for run in store.list_runs()] == ["failed"]
-    assert not store.find_evals(status="complete")
+    def boom(*a, **k):
+        raise ModelError("weights vanished mid-run")
+
+    monkeypatch.setattr(harness.evaluate, "evaluate", boom)
+    db = tmp_path / "h.db"
+    rc, _, err = _cli(["eval", "tooluse", "--model", tiny_model_dir, "--limit", "1", "--arms", "base",
+                       "--data-dir", data_dir, "--db", db], capsys)
+    assert rc == 2 and err == ["error: weights vanished mid-run"]
+    assert [run["status"] for run in Store(db).list_runs()] == ["failed"]
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, data_dir, monkeypatch, capsys):
+    from harness.tasks import tooluse
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tooluse, "load_tooluse", interrupted)
+    rc, _, err = _cli(["data", "check", "paper68", "--data-dir", data_dir], capsys)
+    assert rc == 130 and err == ["interrupted; re-run the same command to resume"]
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(data_dir, monkeypatch, capsys):
+    from harness.tasks import tooluse
+
+    def bug(*a, **k):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(tooluse, "load_tooluse", bug)
+    rc, _, err = _cli(["data", "check", "paper68", "--data-dir", data_dir], capsys)
+    assert rc == 2 and len(err) == 1 and "internal error (RuntimeError: a bug)" in err[0] and "--debug" in err[0]
+    from harness.cli import cli_main
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli_main(["--debug", "data", "check", "paper68", "--data-dir", str(data_dir)])
+
+
+def test_os_errors_are_one_line_naming_the_path(tmp_path, data_dir, monkeypatch, capsys):
+    from harness.tasks import tooluse
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.json"))
+
+    monkeypatch.setattr(tooluse, "load_tooluse", denied)
+    rc, _, err = _cli(["data", "check", "paper68", "--data-dir", data_dir], capsys)
+    assert rc == 2 and err == [f"error: {tmp_path / 'x.json'}: Permission denied"]
+
+
+def test_usage_errors_through_the_console_script(tmp_path):
+    """The real entry point (not in-process): typer's vendored click errors become one line, exit 2."""
+    r = harness("eval", "tooluse", "--limit", "abc")
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "error: harness eval tooluse: Invalid value for '--limit': Input should be a valid integer, unable to parse "
+        "string as an integer (see harness eval tooluse --help)"], r.stderr
+    r = harness()
+    assert r.returncode == 2 and "Usage: harness" in r.stdout, r.stdout
+    assert r.stderr.splitlines() == ["error: harness: missing command (listed above)"], r.stderr
+    r = harness("-h")
+    assert r.returncode == 0 and "Usage: harness" in r.stdout and not r.stderr
+
+
+def test_dry_run_of_a_valid_suite_writes_nothing(tmp_path, tiny_model_dir, data_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(Path(REPO / "suites/ci-tiny.yaml").read_text().replace(
+        "suite: suites/prior-quick.yaml", f"suite: {REPO / 'suites/prior-quick.yaml'}"))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    rc, out, err = _cli(["run", "--dry-run", suite, "--model", tiny_model_dir, "--data-dir", data_dir,
+                         "--db", tmp_path / "h.db"], capsys)
+    assert rc == 0 and "steps will run" in out, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_dry_run_reads_an_existing_store_without_altering_it(tmp_path, tiny_model_dir, data_dir, capsys, monkeypatch):
+    from harness.store import Store
+
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(Path(REPO / "suites/ci-tiny.yaml").read_text().replace(
+        "suite: suites/prior-quick.yaml", f"suite: {REPO / 'suites/prior-quick.yaml'}"))
+    Store(tmp_path / "h.db").close()
+    before = (tmp_path / "h.db").read_bytes()
+    rc, out, err = _cli(["run", "--dry-run", suite, "--model", tiny_model_dir, "--data-dir", data_dir,
+                         "--db", tmp_path / "h.db"], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "h.db").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["h.db", "s.yaml"]
+
+
+def test_results_export_leaves_no_temporary_file(tmp_path, capsys):
+    from harness.store import Store
+
+    s = Store(tmp_path / "h.db")
+    rid = s.new_run("eval-tooluse")
+    s.close()
+    rc, _, err = _cli(["results", "export", rid, "-o", tmp_path / "run.json", "--db", tmp_path / "h.db"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.db", "run.json"]
+    assert json.loads((tmp_path / "run.json").read_text())["run"]["run_id"] == rid
+
+
+def test_train_checks_run_before_the_store_exists(tmp_path, tiny_model_dir, data_dir, capsys):
+    """Prompt-length checks happen inside training setup, after the progress display has started;
+    the store must not exist by then, and stderr holds the error line alone (no bar, no blank line)."""
+    rc, _, err = _cli(["train", "--model", tiny_model_dir, "--method", "sft", "-o", tmp_path / "out",
+                       "--split", "paper68", "--data-dir", data_dir, "--limit", "4", "--max-steps", "1",
+                       "--max-prompt-tokens", "5", "--db", tmp_path / "h.db"], capsys)
+    assert rc == 2 and len(err) == 1 and "max_prompt_tokens=5" in err[0], err
+    assert not (tmp_path / "h.db").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("lr: 1e-4\n", 1e-4), ("lr: 2E-5\n", 2e-5), ("lr: 1.0e-4\n", 1e-4), ("lr: '1e-4'\n", "1e-4"), ("lr: 3\n", 3),
+])
+def test_config_files_read_exponents_as_numbers(tmp_path, text, expected):
+    """YAML 1.1 reads `1e-4` (no dot) as a string; the config loader reads it as the float it means."""
+    from harness.suite import read_mapping
+
+    (tmp_path / "c.yaml").write_text(text)
+    assert read_mapping(tmp_path / "c.yaml") == {"lr": expected}
+
+
+def test_a_config_file_with_lr_1e_minus_4_trains_with_that_lr(tmp_path, monkeypatch):
+    """`--config` with `lr: 1e-4` reaches TrainConfig as the float 0.0001 (it used to stay a string)."""
+    from harness.suite import read_mapping
+    from harness.train.config import TrainConfig
+
+    (tmp_path / "c.yaml").write_text("lr: 1e-4\nmax_steps: 2\n")
+    assert TrainConfig.from_dict(read_mapping(tmp_path / "c.yaml")).lr == pytest.approx(1e-4)
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    from harness.errors import read_text
+
+    (tmp_path / "d.json").write_bytes("\ufeff[1]".encode("utf-8"))
+    assert read_text(tmp_path / "d.json") == "[1]"
+
+
+def test_eval_prior_with_no_benchmark_in_the_average_succeeds(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """A complete evaluation of benchmarks outside the paper's average (ARC-Easy alone) is a success
+    (exit 0, run 'complete'), not an error after the table."""
+    import harness.prior.evaluate as pe
+    from harness.store import Store
+
+    monkeypatch.setattr(pe, "plan_keys", lambda *a, **k: {})
+    monkeypatch.setattr(pe, "evaluate_prior", lambda *a, **k: {"arc_easy": {
+        "metric": "acc_norm", "value": 0.5, "stderr": 0.1, "n": 2, "chance": 0.25, "wall_s": 0.1, "cached": False,
+        "in_average": False}})
+    rc, out, err = _cli(["eval", "prior", "--model", tiny_model_dir, "--db", tmp_path / "h.db"], capsys)
+    assert rc == 0 and not err, err
+    assert "none of these benchmarks counts toward the paper's average" in out
+    assert [r["status"] for r in Store(tmp_path / "h.db").list_runs()] == ["complete"]

@@ -181,3 +181,26 @@ def test_jsonl_content_under_a_json_name_loads_and_plain_json_errors_stay_json_e
     p.write_text('[{"prompt": "x",')
     with pytest.raises(DataError, match=r"train\.json: not valid JSON \(Expecting"):
         tu.load_tooluse(p)
+
+
+def test_stratified_subset_covers_every_api_in_proportion_and_is_seeded(data_dir):
+    from collections import Counter
+
+    from harness.tasks.tooluse import load_tooluse, resolve_split, subset
+
+    recs = load_tooluse(resolve_split("paper68", data_dir)).records
+    per_api = Counter(r.api for r in recs)
+    assert len(per_api) == 10
+    assert len({r.api for r in subset(recs, 16)}) < 10  # file order is grouped by API
+    s = subset(recs, 30, "stratified", seed=0)
+    got = Counter(r.api for r in s)
+    assert len(s) == 30 and set(got) == set(per_api)
+    for api, k in got.items():  # one each, then proportional to the API's share (largest remainder)
+        expected = 1 + 20 * (per_api[api] - 1) / (len(recs) - 10)
+        assert abs(k - expected) < 1 + 1e-9, (api, k, expected)
+    idx = [recs.index(r) for r in s]
+    assert idx == sorted(idx)  # file order kept
+    assert subset(recs, 30, "stratified", seed=0) == s
+    assert subset(recs, 30, "stratified", seed=1) != s
+    assert len(subset(recs, 5, "stratified")) == 5  # fewer items than APIs
+    assert subset(recs, 68, "stratified") == recs

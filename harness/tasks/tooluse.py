@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, read_text
 from ..hashing import hash_obj
 
 STUDENT_TEMPLATE = (
@@ -161,7 +161,7 @@ def _instance_calls(path, label, inst, functions: set[str] | None) -> tuple[list
 def _read_json_records(path: Path) -> list:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "tool-use data file")
     if path.suffix != ".jsonl":
         try:
             return json.loads(text)
@@ -302,13 +302,49 @@ def resolve_split(split: str, data_dir: Path) -> Path:
                     f"data dir {data_dir})")
 
 
-def subset(records: list[ToolUseRecord], limit: int | None) -> list[ToolUseRecord]:
-    """The first `limit` records (file order), so every arm sees the same items."""
+def subset(records: list[ToolUseRecord], limit: int | None, sample: str = "first",
+           seed: int = 0) -> list[ToolUseRecord]:
+    """`limit` records, identical for every arm. `sample="first"` takes them in file order;
+    `"stratified"` spreads them across APIs in proportion to each API's share of the split (largest
+    remainder, at least one item per API while the limit allows), drawn with `seed` inside each API,
+    and returned in file order. Stratifying matters because files are grouped by API: the first 16
+    paper68 items cover 3 of its 10 APIs."""
     if limit is None:
         return records
     if limit <= 0:
         raise DataError(f"limit must be positive, got {limit}")
-    return records[:limit]
+    if sample == "first" or limit >= len(records):
+        return records[:limit]
+    if sample != "stratified":
+        raise DataError(f"unknown sample '{sample}' (first, stratified)")
+    import random
+
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(r.api, []).append(i)
+    apis = sorted(groups)
+    quota = {a: 0 for a in apis}
+    if limit >= len(apis):  # one per API first, then the rest by largest remainder of the proportional share
+        quota = {a: 1 for a in apis}
+        rest = limit - len(apis)
+        share = {a: rest * (len(groups[a]) - 1) / max(1, len(records) - len(apis)) for a in apis}
+    else:
+        rest = limit
+        share = {a: limit * len(groups[a]) / len(records) for a in apis}
+    for a in apis:
+        quota[a] += int(share[a])
+    left = limit - sum(quota.values())
+    for a in sorted(apis, key=lambda a: (-(share[a] - int(share[a])), a)):
+        if left <= 0:
+            break
+        if quota[a] < len(groups[a]):
+            quota[a] += 1
+            left -= 1
+    rng = random.Random(seed)
+    chosen: list[int] = []
+    for a in apis:
+        chosen += rng.sample(groups[a], min(quota[a], len(groups[a])))
+    return [records[i] for i in sorted(chosen)]
 
 
 def as_dict(r: ToolUseRecord) -> dict[str, Any]:
