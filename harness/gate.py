@@ -3,38 +3,54 @@
     harness gate --baseline results/baselines/qwen2.5-0.5b.json --candidate RUN_ID_OR_CHECKPOINT \\
                  --suite suites/gate.yaml --markdown gate.md --junit gate.xml
 
-Exit codes: 0 every metric passed (or improved, or was inconclusive where the gate file allows it);
-1 at least one metric regressed; 2 cannot decide (an inconclusive metric whose rule says
-`inconclusive: fail`) or bad input (raised as `HarnessError`, printed as one line by the CLI).
+Exit codes: 0 every metric passed or improved (or was inconclusive where the gate file allows it
+and the sample could have detected a drop of the allowed size); 1 at least one metric regressed
+(and only then); 2 bad input (raised as `HarnessError`, printed as one line by the CLI); 3 cannot
+decide (an inconclusive metric that counts as failing). CI can therefore tell a regression from a
+sample too small to judge from a broken invocation.
 
 Data flow: the baseline and the candidate become *outcome sets* (per metric, the per-item scores
 of one model: `OutcomeSet`), from a committed baseline file (`results/baselines/*.json`, see
 `save_baseline`), a run in the results store (`RUN_ID` or `RUN_ID#ARM`), or, for a checkpoint with
-nothing stored, an evaluator callable `evaluator(spec, metrics, store) -> outcome set` that uses the
-evaluation cache. `compare` then tests every gated metric on exactly the baseline's items.
+nothing stored, an evaluator callable `evaluator(spec, metrics, store, baseline) -> outcome set`
+that measures it with the baseline's own settings (carried in the baseline, see
+`outcomes_from_store`) through the evaluation cache. `compare` then tests every gated metric on
+exactly the baseline's items.
 
 The decision rule, for one metric with allowed drop A (absolute, or relative x baseline mean) and
-confidence level c (alpha = 1 - c), on the paired change D = mean(candidate) - mean(baseline):
+confidence level c (alpha = 1 - c), on the paired change D = mean(candidate) - mean(baseline).
+"Must not drop by more than A" is a non-inferiority question, so a metric passes only when the
+data show the drop is within A; a sample that merely could have seen a larger drop is not enough
+(that rule passed true drops between A and A + MDE about half the time):
 
     L, U  = one-sided lower and upper c-confidence bounds on D (together: a two-sided
             (2c-1) interval, e.g. 90% for c = 0.95)
     MDE   = smallest drop a one-sided level-alpha test detects with the rule's power (0.8)
-            at this n, using a conservative (upper c-bound) estimate of the per-item variance
+            at this n, using a conservative (upper c-bound) estimate of the per-item variance;
+            needed n = the n at which MDE = A (`harness.metrics.mde`, `required_n`)
     fail          iff U < -A         the drop exceeds the allowance, significantly (one-sided
                                      test of H0: D >= -A at level alpha; p = its p-value)
     improved      iff L > 0          (and not fail) a significant improvement
-    pass          iff L >= -A        the data show the drop is within the allowance, or
-                   or MDE <= A       the sample was large enough to see a drop of size A
-    inconclusive  otherwise          the sample cannot detect a drop of the allowed size; the row
-                                     carries MDE and the n at which MDE would equal A
+    pass          iff L >= -A        (and not improved) non-inferiority shown: the drop is within
+                                     the allowance at level alpha
+    inconclusive  otherwise          neither shown; the row carries MDE and needed n
+
+So a true drop of A or more passes at most alpha of the time, and a true drop of A + MDE or more
+fails with probability at least the power. An inconclusive metric counts as failing (exit 3)
+unless its rule says `inconclusive: pass` AND n >= needed n, i.e. the sample could have detected
+a drop of size A; below that, "inconclusive" carries no evidence and never passes the gate. Even
+then `inconclusive: pass` gives up the alpha guarantee: a powered sample lets a true drop of
+A + MDE through up to 1 - power of the time (benchmarks/gate_calibration.py prints the rates).
 
 Intervals: binary scores use the Agresti-Min adjusted paired interval (McNemar's exact p for "any
-change" is reported beside it); non-binary scores use a paired t interval; an aggregate (`mean_of`,
-e.g. the prior average) combines its components' standard errors (benchmarks are independent
-samples). The variance bound used for the MDE is the Wilson upper c-bound of the discordance rate
-(the mean squared per-item change), so a small sample in which nothing happened to flip is not
-mistaken for a precise one. Consequence: with a 0 allowance a metric can fail or improve but never
-pass on power alone.
+change" is reported beside it); non-binary scores use a paired t interval whose variance is at
+least that of one discordant pair among n + 2 items, the same pseudo-count Agresti-Min adds, so a
+small sample in which no score happened to change is not read as a zero-variance, infinitely
+precise one; an aggregate (`mean_of`, e.g. the prior average) combines its components' standard
+errors (benchmarks are independent samples). The variance bound used for the MDE is the Wilson
+upper c-bound of the discordance rate (the mean squared per-item change); a rule's `discordance`
+can only raise it (planning for more churn than observed), never replace the data's bound.
+Consequence: with a 0 allowance a metric can fail or improve but never pass.
 """
 
 from __future__ import annotations
@@ -52,14 +68,18 @@ from scipy import stats
 
 from .errors import ConfigError, HarnessError, StoreError
 from .hashing import hash_obj
-from .metrics import _agresti_min, mcnemar
+from .metrics import _agresti_min, mcnemar, required_n, wilson_upper
+from .precision import DTYPES
+from .metrics import mde as _mde
 
 BASELINE_FORMAT = "harness-baseline/1"
 GATE_FORMAT = "harness-gate/1"
 VERDICTS = ("pass", "improved", "inconclusive", "fail")
+#: Exit codes of `harness gate` (and `exit_code`): the project-wide convention.
+EXIT_PASS, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_UNDECIDED = 0, 1, 2, 3
 MARKER = "<!-- harness-gate -->"
 
-Evaluator = Callable[[str, Mapping[str, list[str]], Any], Any]
+Evaluator = Callable[[str, Mapping[str, list[str]], Any, "OutcomeSet"], Any]
 
 
 # ----- outcome sets ---------------------------------------------------------------------------
@@ -108,7 +128,16 @@ def as_outcome_set(obj: Any, source: str = "") -> OutcomeSet:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ConfigError(f"{src}: metrics.{name}.items.{k}: expected a finite number, got {v!r}")
             items[str(k)] = float(v)
-        clean[str(name)] = {**m, "task": m.get("task", name), "metric": m.get("metric", "score"), "items": items}
+        entry = {**m, "task": m.get("task", name), "metric": m.get("metric", "score"), "items": items}
+        if m.get("weights") is not None:
+            w = m["weights"]
+            if not isinstance(w, Mapping) or set(map(str, w)) != set(items):
+                raise ConfigError(f"{src}: metrics.{name}.weights: expected one weight per item")
+            for k, v in w.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                    raise ConfigError(f"{src}: metrics.{name}.weights.{k}: expected a positive number, got {v!r}")
+            entry["weights"] = {str(k): float(v) for k, v in w.items()}
+        clean[str(name)] = entry
     out.metrics, out.source = clean, src
     return out
 
@@ -123,10 +152,14 @@ def save_baseline(outcomes: OutcomeSet | Mapping, path: str | Path, note: str | 
            "metrics": {}}
     for name, m in sorted(o.metrics.items()):
         items = dict(sorted(m["items"].items()))
-        extra = {k: v for k, v in m.items() if k not in ("items", "task", "metric")}
+        extra = {k: v for k, v in m.items() if k not in ("items", "task", "metric", "weights")}
+        w = m.get("weights")
+        mean = ((sum(items[k] * w[k] for k in items) / sum(w.values())) if w else
+                (sum(items.values()) / len(items))) if items else None
         doc["metrics"][name] = {**extra, "task": m["task"], "metric": m["metric"], "n": len(items),
-                                "mean": (sum(items.values()) / len(items)) if items else None,
-                                "item_set": item_set_hash(items), "items": items}
+                                "mean": mean, "item_set": item_set_hash(items), "items": items}
+        if w:
+            doc["metrics"][name]["weights"] = dict(sorted(w.items()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -202,11 +235,41 @@ def outcomes_from_store(store: Any, spec: str) -> OutcomeSet | None:
             raise ConfigError(f"run {run['run_id']} holds {len(es)} evaluations of task {task!r} "
                               f"({', '.join(arms)}); pick one with {run['run_id']}#ARM")
         e = es[0]
-        items = {str(r["item_id"]): float(r["score"]) for r in store.examples(e["eval_key"])}
-        metrics[task] = {"task": task, "metric": _metric_key(e), "items": items, "eval_key": e["eval_key"],
-                         "model": e.get("model"), "data_hash": e.get("data_hash")}
+        rows = store.examples(e["eval_key"])
+        items = {str(r["item_id"]): float(r["score"]) for r in rows}
+        metrics[task] = {"task": task, "metric": _metric_key(e), "items": items, **_how_measured(e, run)}
+        weights = _micro_weights(rows)
+        if weights:
+            metrics[task]["weights"] = weights
     return OutcomeSet(metrics=metrics, suite=_run_suite_name(run), source=f"run {spec}",
                       meta={"run_id": run["run_id"], "incomplete": sorted(set(incomplete) - set(metrics))})
+
+
+def _micro_weights(rows: list[dict]) -> dict[str, float] | None:
+    """Per-item weights of a micro-averaged metric: IFEval's inst_level_loose_acc is Σ followed /
+    Σ instructions, so each prompt's score weighs by its instruction count (`n_instructions` in the
+    stored diagnostics). None when any item lacks a count (the metric is then a plain item mean)."""
+    out = {}
+    for r in rows:
+        v = (r.get("diagnostics") or {}).get("n_instructions")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            return None
+        out[str(r["item_id"])] = float(v)
+    return out or None
+
+
+def _how_measured(e: dict, run: dict) -> dict:
+    """What a checkpoint candidate must be measured with to be comparable: the evaluation's key,
+    arm, model, hashes and settings (its item-id list left out: the baseline lists the items), and
+    the dtype when recorded (tool-use settings; else the run's configured dtype). Written into
+    baseline files, so a committed baseline still says how it was measured."""
+    settings = {k: v for k, v in (e.get("settings") or {}).items() if k != "item_ids"}
+    out = {"eval_key": e["eval_key"], "arm": e.get("arm"), "model": e.get("model"),
+           "model_hash": e.get("model_hash"), "data_hash": e.get("data_hash"), "settings": settings}
+    dtype = settings.get("dtype") or (run.get("config") or {}).get("dtype")
+    if dtype in DTYPES:
+        out["dtype"] = dtype
+    return out
 
 
 def _resolve(spec: Any, store: Any, role: str = "baseline") -> OutcomeSet | None:
@@ -366,19 +429,46 @@ def load_gate_config(path: str | Path) -> GateConfig:
 
 
 # ----- statistics (vectorised: the simulation tests call these on arrays of trials) ---------------
-def _wilson_upper(p: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(np.maximum(p * (1 - p), 0) / n + z * z / (4 * n * n)) / d
-    return np.minimum(c + h, 1.0)
-
-
-def _classify(lo, hi, allowed, mde) -> np.ndarray:
-    lo, hi, allowed, mde = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (lo, hi, allowed, mde)))
+def _classify(lo, hi, allowed) -> np.ndarray:
+    """The non-inferiority rule of the module docstring, element-wise."""
+    lo, hi, allowed = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (lo, hi, allowed)))
     fail = hi < -allowed
     improved = ~fail & (lo > 0)
-    passed = ~fail & ~improved & ((lo >= -allowed) | (mde <= allowed))
+    passed = ~fail & ~improved & (lo >= -allowed)
     return np.where(fail, "fail", np.where(improved, "improved", np.where(passed, "pass", "inconclusive")))
+
+
+def _power_terms(psi: Any, n: Any, allowed: Any, confidence: float, power: float) -> tuple[np.ndarray, np.ndarray]:
+    """(MDE, needed n) from the per-item variance bound psi: the formulas of `harness.metrics`
+    (one-sided level 1 - confidence). needed n is inf where no finite sample suffices (A = 0)."""
+    psi, n, allowed = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (psi, n, allowed)))
+    alpha = 1.0 - confidence
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mde = np.asarray(_mde(n, 0.0, alpha=alpha, power=power, discordance=psi), dtype=float)
+    needed = np.full(psi.shape, np.inf)
+    ok = (allowed > 0) & np.isfinite(psi)
+    for a in np.unique(allowed[ok]):
+        sel = ok & (allowed == a)
+        needed[sel] = required_n(float(a), 0.0, alpha=alpha, power=power, discordance=psi[sel])
+    return mde, needed
+
+
+def _psi(data_bound: np.ndarray, discordance: float | None) -> np.ndarray:
+    """The variance bound for the MDE: the data's, raised (never lowered) by a rule's planning value."""
+    return data_bound if discordance is None else np.maximum(data_bound, float(discordance))
+
+
+def counted(verdict: Any, n: Any, needed_n: Any, on_inconclusive: Any = "fail") -> np.ndarray:
+    """How each verdict counts for the gate (element-wise): "pass", "fail" (a regression) or
+    "undecided" (an inconclusive metric that blocks the gate). `inconclusive: pass` lets an
+    inconclusive metric through only when n >= needed n: the sample could have detected a drop of
+    the allowed size, so "not shown either way" is evidence that the drop is near the allowance
+    rather than a sample too small to see anything."""
+    verdict, n, needed_n, on_inc = np.broadcast_arrays(np.asarray(verdict), np.asarray(n, dtype=float),
+                                                        np.asarray(needed_n, dtype=float), np.asarray(on_inconclusive))
+    allowed_inc = (verdict == "inconclusive") & (on_inc == "pass") & (n >= needed_n)
+    return np.where(verdict == "fail", "fail",
+                    np.where((verdict == "inconclusive") & ~allowed_inc, "undecided", "pass"))
 
 
 def binary_decision(n01: Any, n10: Any, n: Any, allowed: Any, confidence: float = 0.95, power: float = 0.8,
@@ -387,18 +477,18 @@ def binary_decision(n01: Any, n10: Any, n: Any, allowed: Any, confidence: float 
 
     n01 = items the candidate gained (baseline 0 -> candidate 1), n10 = items it lost. Returns
     arrays: center (adjusted change), se, lo, hi (one-sided `confidence` bounds, Agresti-Min),
-    p (one-sided p-value of H0: change >= -allowed), psi (variance bound used), mde, verdict.
+    p (one-sided p-value of H0: change >= -allowed), psi (variance bound used), mde, needed_n
+    (inf when allowed = 0), verdict.
     """
     n01, n10, n = (np.asarray(v, dtype=float) for v in (n01, n10, n))
     z = float(stats.norm.ppf(confidence))
     center, se = _agresti_min(n01, n10, n, z)
     lo, hi = np.maximum(center - z * se, -1.0), np.minimum(center + z * se, 1.0)
     p = stats.norm.cdf((center + np.asarray(allowed, float)) / se)
-    psi = (np.full(np.shape(center), float(discordance)) if discordance is not None
-           else _wilson_upper((n01 + n10) / n, n, z))
-    mde = (z + float(stats.norm.ppf(power))) * np.sqrt(psi / n)
-    return {"center": center, "se": se, "lo": lo, "hi": hi, "p": p, "psi": psi, "mde": mde,
-            "verdict": _classify(lo, hi, allowed, mde)}
+    psi = _psi(np.asarray(wilson_upper((n01 + n10) / n, n, confidence), dtype=float), discordance)
+    mde, needed = _power_terms(psi, n, allowed, confidence, power)
+    return {"center": center, "se": se, "lo": lo, "hi": hi, "p": p, "psi": psi, "mde": mde, "needed_n": needed,
+            "verdict": _classify(lo, hi, allowed)}
 
 
 def continuous_decision(mean_d: Any, sd_d: Any, m2: Any, n: Any, allowed: Any, confidence: float = 0.95,
@@ -406,29 +496,49 @@ def continuous_decision(mean_d: Any, sd_d: Any, m2: Any, n: Any, allowed: Any, c
     """Gate statistics for paired non-binary scores from the per-item differences' mean, standard
     deviation (ddof=1), second moment E[d^2] and count (arrays allowed): paired t bounds, and an
     MDE from the Wilson upper bound of E[d^2] (scores scaled to [0, 1] by `scale`, the largest
-    |difference| when above 1)."""
+    |difference| when above 1).
+
+    The variance in the t interval is at least scale^2 / (n + 2), that of one full-scale
+    discordant pair among n + 2 items (the pseudo-count Agresti-Min adds in the binary branch).
+    Without it, a sample in which no per-item score changed has se = 0 and would pass at n = 2.
+    """
     mean_d, sd_d, m2, n, scale = (np.asarray(v, dtype=float) for v in (mean_d, sd_d, m2, n, scale))
     allowed = np.asarray(allowed, dtype=float)
-    z = float(stats.norm.ppf(confidence))
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.maximum(n - 1, 1)
         q = stats.t.ppf(confidence, df)
-        se = np.where(n >= 2, sd_d / np.sqrt(n), np.inf)
+        var = np.maximum(np.nan_to_num(sd_d * sd_d, nan=0.0), scale ** 2 / (n + 2))
+        se = np.where(n >= 2, np.sqrt(var / n), np.inf)
         lo, hi = mean_d - q * se, mean_d + q * se
-        tstat = np.where(se > 0, (mean_d + allowed) / se, np.where(mean_d + allowed < 0, -np.inf, np.inf))
-        p = np.where(n >= 2, stats.t.cdf(tstat, df), np.nan)
-        psi = (np.full(np.shape(mean_d), float(discordance)) if discordance is not None
-               else scale ** 2 * _wilson_upper(np.clip(m2 / scale ** 2, 0, 1), n, z))
-        mde = (z + float(stats.norm.ppf(power))) * np.sqrt(psi / n)
-    return {"center": mean_d, "se": se, "lo": lo, "hi": hi, "p": p, "psi": psi, "mde": mde,
-            "verdict": _classify(lo, hi, allowed, mde)}
+        p = np.where(n >= 2, stats.t.cdf((mean_d + allowed) / se, df), np.nan)
+        psi = _psi(scale ** 2 * np.asarray(wilson_upper(np.clip(m2 / scale ** 2, 0, 1), n, confidence)), discordance)
+        mde, needed = _power_terms(psi, n, allowed, confidence, power)
+    return {"center": mean_d, "se": se, "lo": lo, "hi": hi, "p": p, "psi": psi, "mde": mde, "needed_n": needed,
+            "verdict": _classify(lo, hi, allowed)}
 
 
-def _needed_n(psi: float, allowed: float, confidence: float, power: float) -> int | None:
-    if allowed <= 0 or not math.isfinite(psi):
-        return None
-    k = float(stats.norm.ppf(confidence) + stats.norm.ppf(power))
-    return int(math.ceil(k * k * psi / allowed ** 2 - 1e-9))
+def aggregate_decision(centers: Any, ses: Any, psis: Any, ns: Any, allowed: Any, confidence: float = 0.95,
+                       power: float = 0.8) -> dict:
+    """Gate statistics for an unweighted mean of K independent benchmarks, from each one's change
+    estimate, standard error, variance bound psi and item count (arrays whose last axis is the K
+    benchmarks): change = mean of changes, se = sqrt(sum se^2) / K, normal bounds. The MDE uses
+    var = sum(psi_k / n_k) / K^2 and needed n scales the total item count by (MDE / A)^2 (every
+    benchmark grown in proportion)."""
+    centers, ses, psis, ns = (np.asarray(v, dtype=float) for v in (centers, ses, psis, ns))
+    k = centers.shape[-1]
+    center = centers.mean(axis=-1)
+    se = np.sqrt(np.sum(ses ** 2, axis=-1)) / k
+    z = float(stats.norm.ppf(confidence))
+    lo, hi = center - z * se, center + z * se
+    allowed = np.asarray(allowed, dtype=float)
+    n_total = ns.sum(axis=-1)
+    var_unit = np.sum(psis / ns, axis=-1) / k ** 2  # variance bound of the mean change
+    mde, needed = _power_terms(var_unit * n_total, n_total, allowed, confidence, power)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(se > 0, stats.norm.cdf((center + allowed) / se), np.where(center < -allowed, 0.0, 1.0))
+        p_change = np.where(se > 0, 2 * stats.norm.sf(np.abs(center) / se), np.where(center == 0, 1.0, 0.0))
+    return {"center": center, "se": se, "lo": lo, "hi": hi, "p": p, "p_change": p_change, "psi": var_unit * n_total,
+            "mde": mde, "needed_n": needed, "n": n_total, "verdict": _classify(lo, hi, allowed)}
 
 
 # ----- comparison -------------------------------------------------------------------------------
@@ -453,17 +563,28 @@ class Verdict:
     confidence: float
     power: float
     mde: float
-    needed_n: int | None
+    needed_n: int | None     # n at which MDE = allowed drop (None: no finite n, allowed = 0)
     verdict: str             # pass | improved | inconclusive | fail
-    on_inconclusive: str     # pass | fail
+    on_inconclusive: str     # pass | fail (as the gate file says; see `counts_as`)
     gained: int | None = None
     lost: int | None = None
     message: str = ""
 
     @property
+    def counts_as(self) -> str:
+        """One of "pass", "fail" (a regression) or "undecided" (an inconclusive metric blocking the gate)."""
+        return str(counted(self.verdict, self.n, math.inf if self.needed_n is None else self.needed_n,
+                           self.on_inconclusive))
+
+    @property
+    def powered(self) -> bool:
+        """True when the sample could detect a drop of the allowed size (n >= needed n)."""
+        return self.needed_n is not None and self.n >= self.needed_n
+
+    @property
     def failed(self) -> bool:
         """True when this metric makes the gate exit non-zero."""
-        return self.verdict == "fail" or (self.verdict == "inconclusive" and self.on_inconclusive == "fail")
+        return self.counts_as != "pass"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -488,10 +609,18 @@ def _message(v: Verdict) -> str:
         return (f"{v.metric}: improved by {_pts(v.diff)} pts ({_pts(v.base)} -> {_pts(v.cand)}, n={v.n}); "
                 f"lower bound {_spts(v.lo)} pts at {conf} confidence")
     if v.verdict == "inconclusive":
-        need = f"about {v.needed_n:,} items would be needed" if v.needed_n else "no finite sample can show a 0 drop"
-        return (f"{v.metric}: inconclusive: with n={v.n} the smallest detectable drop (MDE at {conf}, "
-                f"power {v.power:g}) is {_pts(v.mde)} pts, above the allowed {_pts(v.allowed)} pts; {need} "
-                f"(change {_spts(v.diff)} pts, bounds {ci}; counted as {v.on_inconclusive} by the gate file)")
+        if v.needed_n is None:
+            need = "no finite sample can show a 0 drop"
+        elif v.powered:
+            need = f"n >= needed n {v.needed_n:,}, so the true drop is likely near the allowance"
+        else:
+            need = f"about {v.needed_n:,} items would be needed to detect a drop of {_pts(v.allowed)} pts"
+        how = v.counts_as if v.counts_as == "pass" else "failing (cannot decide)"
+        why = "" if v.counts_as == "pass" or v.on_inconclusive == "fail" else \
+            " (`inconclusive: pass` needs n >= needed n)"
+        return (f"{v.metric}: inconclusive: change {_spts(v.diff)} pts ({_pts(v.base)} -> {_pts(v.cand)}, n={v.n}), "
+                f"bounds {ci} at {conf} neither show the drop is within the allowed {_pts(v.allowed)} pts nor "
+                f"that it exceeds it; MDE {_pts(v.mde)} pts (power {v.power:g}); {need}; counted as {how}{why}")
     note = ""
     if -v.diff > v.allowed:
         note = "; the observed drop exceeds the allowance but not significantly"
@@ -587,7 +716,14 @@ def compare(baseline: OutcomeSet, candidate: OutcomeSet, cfg: GateConfig) -> lis
     def pair(name: str) -> tuple[np.ndarray, np.ndarray]:
         bi, ci = baseline.metrics[name]["items"], candidate.metrics[name]["items"]
         keys = sorted(bi)
-        return np.array([bi[k] for k in keys]), np.array([ci[k] for k in keys])
+        x, y = np.array([bi[k] for k in keys]), np.array([ci[k] for k in keys])
+        w = baseline.metrics[name].get("weights")
+        if w:
+            # a micro average (Σ w·score / Σ w) is the plain mean of w·score·n/Σw, so the paired
+            # t interval on these values is the ratio estimator's (linearised) interval
+            scale = np.array([w[k] for k in keys]) * len(keys) / sum(w[k] for k in keys)
+            x, y = x * scale, y * scale
+        return x, y
 
     rows = []
     for rule in cfg.rules:
@@ -598,12 +734,13 @@ def compare(baseline: OutcomeSet, candidate: OutcomeSet, cfg: GateConfig) -> lis
         allowed, text = _allowed(rule, float(x.mean()))
         s = _metric_stats(x, y, rule, allowed)
         m = baseline.metrics[rule.metric]
+        needed = float(s["needed_n"])
         rows.append(Verdict(
             metric=rule.metric, task=m["task"], score=m["metric"], n=int(x.size), base=float(x.mean()),
             cand=float(y.mean()), diff=float(y.mean() - x.mean()), lo=float(s["lo"]), hi=float(s["hi"]),
             p=float(s["p"]), p_change=float(s["p_change"]), test=s["test"], allowed=allowed, allowance=text,
             confidence=rule.confidence, power=rule.power, mde=float(s["mde"]),
-            needed_n=_needed_n(float(s["psi"]), allowed, rule.confidence, rule.power),
+            needed_n=int(needed) if math.isfinite(needed) else None,
             verdict=str(s["verdict"]), on_inconclusive=rule.inconclusive, gained=s["gained"], lost=s["lost"]))
     for v in rows:
         v.message = _message(v)
@@ -611,8 +748,8 @@ def compare(baseline: OutcomeSet, candidate: OutcomeSet, cfg: GateConfig) -> lis
 
 
 def _aggregate(rule: Rule, pairs: list[tuple[np.ndarray, np.ndarray]], baseline: OutcomeSet) -> Verdict:
-    """An unweighted mean over benchmarks: change = mean of per-benchmark changes; its variance is
-    the sum of the per-benchmark variances / K^2 (benchmarks are independent item samples)."""
+    """An unweighted mean over benchmarks (`aggregate_decision`); each part's estimate, standard
+    error and variance bound come from its own branch (binary or continuous)."""
     k = len(pairs)
     parts = []
     for x, y in pairs:
@@ -621,42 +758,30 @@ def _aggregate(rule: Rule, pairs: list[tuple[np.ndarray, np.ndarray]], baseline:
         parts.append((x, y, s))
     base = float(np.mean([x.mean() for x, _, _ in parts]))
     cand = float(np.mean([y.mean() for _, y, _ in parts]))
-    center = float(np.mean([s["center"] for _, _, s in parts]))
-    se = math.sqrt(sum(float(s["se"]) ** 2 for _, _, s in parts)) / k
     allowed, text = _allowed(rule, base)
-    z = float(stats.norm.ppf(rule.confidence))
-    lo, hi = center - z * se, center + z * se
-    kq = z + float(stats.norm.ppf(rule.power))
-    var_unit = sum(float(s["psi"]) / x.size for x, _, s in parts) / k ** 2  # variance of the mean change
-    mde = kq * math.sqrt(var_unit)
-    n_total = int(sum(x.size for x, _, _ in parts))
-    needed = None
-    if allowed > 0 and math.isfinite(mde):
-        needed = int(math.ceil(n_total * (mde / allowed) ** 2 - 1e-9))
-    if se > 0:
-        p = float(stats.norm.cdf((center + allowed) / se))
-        p_change = float(2 * stats.norm.sf(abs(center) / se))
-    else:
-        p = 0.0 if center < -allowed else 1.0
-        p_change = 1.0 if center == 0 else 0.0
-    verdict = str(_classify(lo, hi, allowed, mde))
-    return Verdict(metric=rule.metric, task="mean of " + ", ".join(rule.mean_of or []), score="mean", n=n_total,
-                   base=base, cand=cand, diff=cand - base, lo=lo, hi=hi, p=p, p_change=p_change,
-                   test=f"normal, mean of {k}", allowed=allowed, allowance=text, confidence=rule.confidence,
-                   power=rule.power, mde=mde, needed_n=needed, verdict=verdict,
+    a = aggregate_decision([s["center"] for *_, s in parts], [s["se"] for *_, s in parts],
+                           [s["psi"] for *_, s in parts], [x.size for x, _, _ in parts], allowed,
+                           rule.confidence, rule.power)
+    needed = float(a["needed_n"])
+    return Verdict(metric=rule.metric, task="mean of " + ", ".join(rule.mean_of or []), score="mean",
+                   n=int(a["n"]), base=base, cand=cand, diff=cand - base, lo=float(a["lo"]), hi=float(a["hi"]),
+                   p=float(a["p"]), p_change=float(a["p_change"]), test=f"normal, mean of {k}", allowed=allowed,
+                   allowance=text, confidence=rule.confidence, power=rule.power, mde=float(a["mde"]),
+                   needed_n=int(needed) if math.isfinite(needed) else None, verdict=str(a["verdict"]),
                    on_inconclusive=rule.inconclusive,
                    gained=int(sum(s["gained"] for *_, s in parts)), lost=int(sum(s["lost"] for *_, s in parts)))
 
 
 def exit_code(rows: Sequence[Verdict], cfg: GateConfig | None = None) -> int:
-    """1 if any metric failed (a regression), else 2 if an inconclusive metric counts as failing
-    (cannot decide), else 0. The rule's own `inconclusive` setting is used (cfg is accepted for
-    symmetry; rows already carry it)."""
-    if any(r.verdict == "fail" for r in rows):
-        return 1
-    if any(r.verdict == "inconclusive" and r.on_inconclusive == "fail" for r in rows):
-        return 2
-    return 0
+    """1 if any metric failed (a regression), else 3 if an inconclusive metric counts as failing
+    (cannot decide), else 0; 2 (bad input) is raised as a HarnessError before there are rows. The
+    rule's own `inconclusive` setting is used (cfg is accepted for symmetry; rows already carry it)."""
+    how = {r.counts_as for r in rows}
+    if "fail" in how:
+        return EXIT_REGRESSION
+    if "undecided" in how:
+        return EXIT_UNDECIDED
+    return EXIT_PASS
 
 
 # ----- running ----------------------------------------------------------------------------------
@@ -678,14 +803,14 @@ def default_evaluator() -> Evaluator | None:
     return getattr(evaluate, "evaluate_candidate", None)
 
 
-def lazy_default_evaluator(spec: str, metrics: Mapping[str, list[str]], store: Any) -> Any:
+def lazy_default_evaluator(spec: str, metrics: Mapping[str, list[str]], store: Any, baseline: OutcomeSet) -> Any:
     """Calls `default_evaluator()` only when a checkpoint must be evaluated, so gating two stored
     results never imports the model stack (torch, transformers)."""
     ev = default_evaluator()
     if ev is None:
         raise ConfigError(f"candidate {spec!r} is not a baseline file or a stored run, and no evaluator is "
                           "available to evaluate it (harness.evaluate.evaluate_candidate not found)")
-    return ev(spec, metrics, store)
+    return ev(spec, metrics, store, baseline)
 
 
 def run_gate(baseline: Any, candidate: Any, gate_path: str | Path, store: Any = None,
@@ -694,8 +819,9 @@ def run_gate(baseline: Any, candidate: Any, gate_path: str | Path, store: Any = 
 
     `candidate` may be a baseline-format JSON file, a stored run (`RUN[#ARM]`), an outcome set,
     or anything else the evaluator understands (a checkpoint path or model spec): then
-    `evaluator(candidate, metrics, store)` is called, where `metrics` maps each needed metric to
-    the baseline's item ids (iterating it gives the metric names), and must return an outcome set.
+    `evaluator(candidate, metrics, store, baseline)` is called, where `metrics` maps each needed
+    metric to the baseline's item ids (iterating it gives the metric names) and `baseline` is the
+    baseline's outcome set (its metrics carry how they were measured), and must return an outcome set.
     With `record`, a 'gate' run holding the verdicts is added to the store.
     """
     cfg = load_gate_config(gate_path)
@@ -712,7 +838,7 @@ def run_gate(baseline: Any, candidate: Any, gate_path: str | Path, store: Any = 
             raise ConfigError(f"candidate {candidate!r} is not a baseline file or a stored run, and no evaluator "
                               "is available to evaluate it")
         wanted = {m: sorted(base.metrics[m]["items"]) if m in base.metrics else [] for m in cfg.needed_metrics()}
-        cand = as_outcome_set(evaluator(str(candidate), wanted, store), source=str(candidate))
+        cand = as_outcome_set(evaluator(str(candidate), wanted, store, base), source=str(candidate))
     rows = compare(base, cand, cfg)
     code = exit_code(rows, cfg)
     if record and store is not None:
@@ -729,7 +855,7 @@ _ICON = {"pass": "✅", "improved": "🟢", "inconclusive": "⚠️", "fail": "�
 
 def _verdict_text(r: Verdict) -> str:
     if r.verdict == "inconclusive":
-        return f"inconclusive ({r.on_inconclusive})"
+        return f"inconclusive ({'pass' if r.counts_as == 'pass' else 'fail'})"
     return r.verdict
 
 
@@ -757,8 +883,8 @@ def render_markdown(rows: Sequence[Verdict], baseline: str = "", candidate: str 
     """A Markdown report for a pull-request comment (starts with a hidden marker so a workflow can
     update its previous comment instead of adding a new one)."""
     code = exit_code(rows) if code is None else code
-    head = {0: "✅ **Gate passed**", 1: "❌ **Gate failed: regression**",
-            2: "⚠️ **Gate cannot decide** (inconclusive metrics count as failing)"}[code]
+    head = {EXIT_PASS: "✅ **Gate passed**", EXIT_REGRESSION: "❌ **Gate failed: regression**",
+            EXIT_UNDECIDED: "⚠️ **Gate cannot decide** (inconclusive metrics count as failing)"}[code]
     lines = [MARKER, f"### harness gate: {head}", ""]
     if baseline or candidate:
         lines += [f"Baseline `{baseline}` → candidate `{candidate}`" + (f", rules `{gate}`" if gate else ""), ""]
@@ -773,19 +899,21 @@ def render_markdown(rows: Sequence[Verdict], baseline: str = "", candidate: str 
     if notable:
         lines += [""] + [f"- {r.message}" for r in notable]
     lines += ["", "<details><summary>How to read this</summary>", "",
-              "Δ = candidate − baseline on the same items, in percentage points. A metric **fails** only when "
-              "the upper one-sided confidence bound of Δ is below −(allowed drop), i.e. the drop significantly "
-              "exceeds the allowance (p is that one-sided test's p-value). **Improved**: the lower bound is "
-              "above 0. **Inconclusive**: the sample cannot detect a drop of the allowed size (MDE, the smallest "
-              "drop detected with the stated power, exceeds it) and the interval does not rule it out; *needed n* "
-              "is the sample size at which it could. The CI column is the two-sided interval whose ends are the "
+              "Δ = candidate − baseline on the same items, in percentage points. A metric **passes** only when "
+              "the lower one-sided confidence bound of Δ is at or above −(allowed drop): the data show the drop "
+              "is within the allowance. It **fails** when the upper bound is below −(allowed drop), i.e. the "
+              "drop significantly exceeds the allowance (p is that one-sided test's p-value). **Improved**: the "
+              "lower bound is above 0. **Inconclusive**: neither; MDE is the smallest drop beyond the allowance "
+              "detected with the stated power and *needed n* the sample size at which MDE equals the allowed "
+              "drop. An inconclusive metric blocks the gate (exit 3) unless the gate file says "
+              "`inconclusive: pass` and n ≥ needed n. The CI column is the two-sided interval whose ends are the "
               "one-sided bounds.", "", "</details>", ""]
     return "\n".join(lines)
 
 
 def render_junit(rows: Sequence[Verdict], path: str | Path, name: str = "harness-gate") -> Path:
     """JUnit XML, one test case per gated metric: fail -> <failure>, inconclusive counted as failing
-    -> <failure type="inconclusive">, inconclusive allowed -> <skipped>."""
+    -> <failure type="inconclusive">, inconclusive allowed (n >= needed n) -> <skipped>."""
     failures = sum(r.failed for r in rows)
     skipped = sum(r.verdict == "inconclusive" and not r.failed for r in rows)
     suites = ET.Element("testsuites", name=name, tests=str(len(rows)), failures=str(failures), errors="0")
@@ -810,7 +938,8 @@ def gate_command(baseline: str, candidate: str, suite: str | Path, db: str | Pat
                  markdown: str | Path | None = None, junit: str | Path | None = None, console: Any = None,
                  evaluator: Evaluator | None = None) -> int:
     """What `harness gate` does: run the gate, print the table, write the Markdown and JUnit files,
-    and return the exit code. HarnessError propagates (the CLI prints it as one line, exit 2).
+    and return the exit code (0 pass, 1 regression, 3 cannot decide). HarnessError propagates
+    (the CLI prints it as one line, exit 2).
     The store is opened only if the file exists (`--db`, `HARNESS_DB`, or results/harness.db)."""
     from rich.console import Console
 
@@ -830,8 +959,8 @@ def gate_command(baseline: str, candidate: str, suite: str | Path, db: str | Pat
     for r in res.rows:
         if r.verdict != "pass":
             console.print(f"[{_STYLE[r.verdict]}]{r.message}[/]", highlight=False)
-    console.print({0: "[green]gate passed[/]", 1: "[bold red]gate failed: regression[/]",
-                   2: "[yellow]gate cannot decide[/]"}[res.exit_code])
+    console.print({EXIT_PASS: "[green]gate passed[/]", EXIT_REGRESSION: "[bold red]gate failed: regression[/]",
+                   EXIT_UNDECIDED: "[yellow]gate cannot decide (exit 3)[/]"}[res.exit_code])
     if markdown:
         Path(markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(markdown).write_text(render_markdown(res.rows, res.baseline.source, res.candidate.source,
@@ -841,7 +970,8 @@ def gate_command(baseline: str, candidate: str, suite: str | Path, db: str | Pat
     return res.exit_code
 
 
-__all__ = ["OutcomeSet", "Rule", "GateConfig", "Verdict", "GateResult", "as_outcome_set", "item_set_hash",
-           "save_baseline", "load_baseline", "outcomes_from_store", "load_gate_config", "binary_decision",
-           "continuous_decision", "compare", "exit_code", "run_gate", "default_evaluator", "lazy_default_evaluator", "render_table",
-           "render_markdown", "render_junit", "gate_command", "HarnessError"]
+__all__ = ["EXIT_PASS", "EXIT_REGRESSION", "EXIT_BAD_INPUT", "EXIT_UNDECIDED", "OutcomeSet", "Rule", "GateConfig",
+           "Verdict", "GateResult", "as_outcome_set", "item_set_hash", "save_baseline", "load_baseline",
+           "outcomes_from_store", "load_gate_config", "binary_decision", "continuous_decision", "aggregate_decision",
+           "counted", "compare", "exit_code", "run_gate", "default_evaluator", "lazy_default_evaluator",
+           "render_table", "render_markdown", "render_junit", "gate_command", "HarnessError"]

@@ -6,7 +6,8 @@
 Registered through the `pytest11` entry point (or load it explicitly with
 `-p harness.pytest_plugin`). Without `--harness-gate` it does nothing. Each rule of the gate file
 becomes a test `harness-gate::<metric>`: a failing metric fails with the gate's one-line reason;
-an inconclusive metric fails or is skipped as the gate file says. The comparison runs once, when
+an inconclusive metric fails, unless the gate file says `inconclusive: pass` and the sample could
+have detected a drop of the allowed size (n >= needed n): then it is skipped. The comparison runs once, when
 the first gate test runs; a bad input (missing metric, different item set, malformed file) fails
 every gate test with that one line. Use pytest's own `--junitxml` for a JUnit report.
 """
@@ -99,7 +100,7 @@ class GateItem(pytest.Item):
         if isinstance(res, GateError):
             raise res
         row = next(r for r in res.rows if r.metric == self.metric)
-        if row.verdict == "fail" or (row.verdict == "inconclusive" and row.on_inconclusive == "fail"):
+        if row.failed:  # a regression, or an inconclusive metric the gate counts as failing
             raise GateError(row.message)
         if row.verdict == "inconclusive":
             pytest.skip(row.message)

@@ -16,6 +16,7 @@ from scipy import stats
 
 from harness import gate as G
 from harness.errors import ConfigError, HarnessError
+from harness.metrics import wilson_upper
 from harness.store import Store
 
 pytest_plugins = ["pytester"]
@@ -118,11 +119,106 @@ def test_tiny_sample_is_inconclusive_with_hand_mde(gate_file):
     assert row.needed_n == math.ceil((Z1 + ZP) ** 2 * psi / 0.05**2) == 295
     # Agresti-Min lower bound -z * sqrt((1/22)/22) = -.0748 does not rule out a 5-point drop
     assert row.lo == pytest.approx(-Z1 * math.sqrt(1 / 22 / 22))
-    assert row.verdict == "inconclusive" and G.exit_code([row]) == 2
+    assert row.verdict == "inconclusive" and G.exit_code([row]) == G.EXIT_UNDECIDED == 3
     assert "n=20" in row.message and "about 295 items" in row.message
+
+
+def test_inconclusive_pass_needs_the_needed_n(gate_file):
+    """Defect 3: `inconclusive: pass` let a sample too small to see anything through (exit 0)."""
     cfg = G.load_gate_config(gate_file("defaults: {inconclusive: pass}\nmetrics:\n  tooluse: {max_drop: 0.05}\n"))
+    base = make_outcomes({"tooluse": 20})
+    (row,) = G.compare(base, with_flips(base, "tooluse", 3), cfg)  # 3 of 20 lost: a 15-point drop
+    assert row.verdict == "inconclusive" and row.n < row.needed_n
+    assert row.failed and row.counts_as == "undecided" and G.exit_code([row]) == 3
+    assert "`inconclusive: pass` needs n >= needed n" in row.message
+    # once n >= needed n the sample could have seen a drop of 5 points: the gate file's choice holds
+    base = make_outcomes({"tooluse": 3000}, p=0.5)
+    cand = with_flips(noisy(base, 0.02, seed=3), "tooluse", 150)  # about -5 points
+    (row,) = G.compare(base, cand, cfg)
+    assert row.verdict == "inconclusive" and row.n >= row.needed_n, row.message
+    assert not row.failed and G.exit_code([row]) == 0 and "inconclusive (pass)" in G.render_markdown([row])
+
+
+def test_continuous_zero_variance_is_not_a_precise_sample(gate_file):
+    """Defect 1: when no per-item difference varies (unchanged IFEval fractions, or the same small
+    shift on every item) the sample sd is 0; the paired t interval then had zero width and the
+    metric passed at any n >= 2. The binary branch says inconclusive at the same n, and so must this."""
+    cfg = G.load_gate_config(gate_file("metrics:\n  prior/ifeval: {max_drop: 0.03}\n"))
+    items = {f"i{k}": v for k, v in enumerate([0.25, 0.5, 0.75, 1.0, 0.5, 0.0, 0.75, 0.25])}
+    base = G.OutcomeSet({"prior/ifeval": {"task": "prior/ifeval", "metric": "inst_level_loose_acc", "items": items}})
+    shifted = copy.deepcopy(base)
+    shifted.metrics["prior/ifeval"]["items"] = {k: v - 0.01 for k, v in items.items()}
+    for cand in (copy.deepcopy(base), shifted):
+        (row,) = G.compare(base, cand, cfg)
+        assert row.test == "paired t" and row.verdict == "inconclusive", row.message
+        assert row.lo < -0.03 and G.exit_code([row]) == 3
+    # the floor is one full-scale discordant pair among n + 2 items, as in Agresti-Min
     (row,) = G.compare(base, copy.deepcopy(base), cfg)
-    assert row.verdict == "inconclusive" and not row.failed and G.exit_code([row]) == 0
+    assert row.lo == pytest.approx(-stats.t.ppf(0.95, 7) * math.sqrt(1 / 10 / 8))
+    binary = G.binary_decision(0, 0, 8, 0.03)
+    assert str(binary["verdict"]) == row.verdict == "inconclusive"
+
+
+def test_a_drop_inside_the_mde_band_does_not_pass(gate_file):
+    """Defect 2: "pass iff MDE <= A" passed an observed 3-point drop with A = 2 points at n = 4000
+    because the sample could have seen a 2-point drop. Pass needs the lower bound >= -A."""
+    base = make_outcomes({"tooluse": 4000}, p=0.5)
+    items = base.metrics["tooluse"]["items"]
+    ones = [k for k, v in items.items() if v == 1.0][:460]
+    zeros = [k for k, v in items.items() if v == 0.0][:340]
+    cand = copy.deepcopy(base)
+    cand.metrics["tooluse"]["items"].update({k: 0.0 for k in ones} | {k: 1.0 for k in zeros})
+    cfg = G.load_gate_config(gate_file("metrics:\n  tooluse: {max_drop: 0.02}\n"))
+    (row,) = G.compare(base, cand, cfg)
+    assert row.diff == pytest.approx(-0.03) and (row.lost, row.gained) == (460, 340)
+    assert row.mde < 0.02 and row.n >= row.needed_n  # the old rule's pass condition holds
+    assert row.lo < -0.02 < row.hi and row.verdict == "inconclusive", row.message
+    assert G.exit_code([row]) == 3
+
+
+def test_user_discordance_cannot_replace_the_data(gate_file):
+    """Defect 4: 15 of 60 items discordant (12 lost, 3 gained: a 15-point drop, A = 5 points)
+    with `discordance: 0.02` passed although the interval is [-24.7, -4.3]. The variance bound is
+    the larger of the user's value and the data's, so the sample counts as far too small."""
+    base = make_outcomes({"tooluse": 60}, p=0.5, seed=4)
+    items = base.metrics["tooluse"]["items"]
+    cand = copy.deepcopy(base)
+    cand.metrics["tooluse"]["items"].update({k: 0.0 for k in [k for k, v in items.items() if v == 1.0][:12]}
+                                            | {k: 1.0 for k in [k for k, v in items.items() if v == 0.0][:3]})
+    text = "metrics:\n  tooluse: {max_drop: 0.05, discordance: 0.02, inconclusive: pass}\n"
+    (row,) = G.compare(base, cand, G.load_gate_config(gate_file(text)))
+    assert (round(100 * row.lo, 1), round(100 * row.hi, 1)) == (-24.7, -4.3)
+    data_psi = wilson_upper(15 / 60, 60, 0.95)
+    assert row.mde == pytest.approx((Z1 + ZP) * math.sqrt(data_psi / 60))
+    assert row.verdict == "inconclusive" and row.needed_n > 60 and G.exit_code([row]) == 3, row.message
+    # a planning value above the data's bound is honoured (more conservative)
+    (row,) = G.compare(base, cand, G.load_gate_config(gate_file(text.replace("0.02", "0.9"))))
+    assert row.mde == pytest.approx((Z1 + ZP) * math.sqrt(0.9 / 60))
+
+
+def test_exit_codes_are_distinct_from_the_shell(tmp_path):
+    """Defect 6: "cannot decide" and "bad input" both exited 2. Now 0 pass, 1 regression only,
+    2 bad input, 3 cannot decide, through the real console script."""
+    import subprocess
+    import sys
+
+    base = make_outcomes({"tooluse": 1500})
+    small = make_outcomes({"tooluse": 20})
+    files = {"base": G.save_baseline(base, tmp_path / "base.json"),
+             "drop": G.save_baseline(with_flips(base, "tooluse", 300), tmp_path / "drop.json"),
+             "small": G.save_baseline(small, tmp_path / "small.json")}
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("metrics:\n  tooluse: {max_drop: 0.05}\n")
+
+    def code(b, c):
+        cmd = [sys.executable, "-m", "harness.cli", "gate", "--baseline", str(b), "--candidate", str(c),
+               "--suite", str(gate), "--db", str(tmp_path / "none.db")]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path).returncode
+
+    assert code(files["base"], files["base"]) == 0
+    assert code(files["base"], files["drop"]) == 1
+    assert code(tmp_path / "missing.json", files["base"]) == 2
+    assert code(files["small"], files["small"]) == 3
 
 
 def test_relative_allowance_and_zero_allowance(gate_file):
@@ -175,17 +271,136 @@ def _rates(verdict):
     return {k: float(np.mean(verdict == k)) for k in G.VERDICTS}
 
 
-def test_noise_only_passes_at_the_stated_rate():
-    """Over T noise-only trials (items flip both ways equally), the false-fail rate is at most
-    alpha + 3 sigma and the gate lets the candidate through at least 1 - alpha - 3 sigma of the time."""
-    rng = np.random.default_rng(11)
+# Simulated trials of each branch. Binary: cells (both right, lost, gained, both wrong) with
+# `churn` items flipping each way plus `drop` more lost. Continuous: IFEval-like per-item changes
+# in {-.5, -.25, 0, .25, .5}, symmetric churn plus `drop` shifted to -.5. Aggregate: the mean of
+# one binary and one continuous benchmark, both dropping by `drop`.
+def _binary_trials(rng, n, drop, T=T, churn=0.05, allowed=0.02, **kw):
+    c = rng.multinomial(n, [0.5 - churn - drop, churn + drop, churn, 0.5 - churn], size=T)
+    return G.binary_decision(c[:, 2], c[:, 1], n, allowed, **kw)
+
+
+_D = np.array([-0.5, -0.25, 0.0, 0.25, 0.5])
+
+
+def _continuous_trials(rng, n, drop, T=T, churn=0.05, allowed=0.03, **kw):
+    probs = [churn + 2 * drop, 0.1, 0.0, 0.1, churn]
+    probs[2] = 1 - sum(probs)
+    c = rng.multinomial(n, probs, size=T)
+    mean, m2 = c @ _D / n, c @ _D ** 2 / n
+    sd = np.sqrt(np.maximum(n * (m2 - mean ** 2) / max(n - 1, 1), 0.0))
+    return G.continuous_decision(mean, sd, m2, n, allowed, **kw)
+
+
+def _aggregate_trials(rng, n, drop, T=T, allowed=0.02):
+    b = _binary_trials(rng, n, drop, T, allowed=0.0)
+    c = _continuous_trials(rng, n, drop, T, allowed=0.0)
+    return G.aggregate_decision(np.stack([b["center"], c["center"]], -1), np.stack([b["se"], c["se"]], -1),
+                                np.stack([b["psi"], c["psi"]], -1), [n, n], allowed)
+
+
+def _nominal_mde(branch, n, allowed):
+    """MDE from the true per-item variance at the boundary (drop = allowed), churn 0.05."""
+    k = Z1 + ZP
+    v_bin = 2 * 0.05 + allowed
+    v_cont = 0.25 * (2 * 0.05 + 2 * allowed) + 0.0625 * 0.2
+    var = {"binary": v_bin / n, "continuous": v_cont / n, "aggregate": (v_bin / n + v_cont / n) / 4}[branch]
+    return k * math.sqrt(var)
+
+
+TRIALS = {"binary": _binary_trials, "continuous": _continuous_trials, "aggregate": _aggregate_trials}
+ALLOWED = {"binary": 0.02, "continuous": 0.03, "aggregate": 0.02}
+
+
+def _show(label, r):
+    text = f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items())
+    print(text)
+    return text
+
+
+@pytest.mark.parametrize("branch", ["binary", "continuous", "aggregate"])
+def test_a_drop_of_the_allowance_or_more_rarely_passes(branch):
+    """Defect 2 and the gate's own test: for every branch, a true drop of A, A + MDE or 2A passes
+    (verdict pass or improved) at most alpha (+ 3 sigma of simulation error) of the time, at small
+    and large n. The old rule ("pass iff MDE <= A") passed a 3-point drop with A = 2 points at
+    n = 4000 about 45% of the time."""
+    rng = np.random.default_rng(21)
+    alpha, a = 0.05, ALLOWED[branch]
+    band = 3 * math.sqrt(alpha * (1 - alpha) / T)
+    seen = []
+    for n in (68, 500, 4000):
+        mde = _nominal_mde(branch, n, a)
+        for drop in (a, a + mde, 2 * a, 1.5 * a):
+            r = _rates(TRIALS[branch](rng, n, drop)["verdict"])
+            seen.append(_show(f"{branch} n={n} drop={100 * drop:.1f}pts (A={100 * a:g})", r))
+            assert r["pass"] + r["improved"] <= alpha + band, "\n".join(seen)
+
+
+@pytest.mark.parametrize("branch", ["binary", "continuous", "aggregate"])
+def test_an_unchanged_candidate_rarely_fails(branch):
+    """A candidate with no true change fails at most alpha of the time at every n; once n is well
+    above the needed n it passes with at least the rule's power; below it, it is inconclusive
+    rather than failed."""
+    rng = np.random.default_rng(22)
+    alpha, power, a = 0.05, 0.8, ALLOWED[branch]
+    band = 3 * math.sqrt(alpha * (1 - alpha) / T)
+    seen = []
+    for n in (16, 68, 500, 4000):
+        out = TRIALS[branch](rng, n, 0.0)
+        r = _rates(out["verdict"])
+        powered = float(np.mean(n >= out["needed_n"]))
+        seen.append(_show(f"{branch} n={n} drop=0 (A={100 * a:g}, share with n >= needed n {powered:.2f})", r))
+        assert r["fail"] <= alpha + band, "\n".join(seen)
+        if powered == 1.0:
+            assert r["pass"] + r["improved"] >= power - 3 * math.sqrt(power * (1 - power) / T), "\n".join(seen)
+        if powered == 0.0:
+            assert r["inconclusive"] >= 1 - alpha - band or r["pass"] > 0, "\n".join(seen)
+    assert "share with n >= needed n 1.00" in seen[-1]  # the largest n is powered: the pass-rate check ran
+
+
+def test_tiny_samples_never_pass():
+    """With a handful of items nothing is shown: every binary outcome without a net gain, every
+    continuous sample (unchanged or slightly changed) and a small aggregate is inconclusive, never
+    a pass, whatever the gate file says about inconclusive metrics."""
+    for a in (0.02, 0.03, 0.05):
+        for n in range(1, 21):
+            n01, n10 = np.array([(g, lo) for lo in range(n + 1) for g in range(lo + 1) if g + lo <= n]).T
+            v = G.binary_decision(n01, n10, n, a)
+            assert not np.any(np.isin(v["verdict"], ["pass", "improved"])), (a, n)
+            assert not np.any(G.counted(v["verdict"], n, v["needed_n"], "pass") == "pass"), (a, n)
+            if n >= 2:
+                rng = np.random.default_rng(n)
+                d = np.concatenate([np.zeros((1, n)), np.full((1, n), -0.01), rng.normal(0, 0.02, (50, n))])
+                c = G.continuous_decision(d.mean(1), d.std(1, ddof=1), (d * d).mean(1), n, a)
+                assert not np.any(G.counted(c["verdict"], n, c["needed_n"], "pass") == "pass"), (a, n)
+    rng = np.random.default_rng(23)
+    agg = _aggregate_trials(rng, 5, 0.0, allowed=0.05)
+    no_gain = agg["center"] <= 0
+    r = _rates(agg["verdict"][no_gain])
+    text = _show("aggregate of two 5-item benchmarks, no change, trials without an observed gain (A=5)", r)
+    assert no_gain.mean() > 0.5 and r["pass"] == r["improved"] == 0.0, text
+
+
+def test_shipped_gate_file_blocks_a_large_tooluse_drop():
+    """Defect 3: with the shipped suites/gate.yaml, a true 20-point tool-use drop exited 0 about
+    79% of the time at n = 16 (23% at n = 68). Now the gate lets it through at most alpha of the
+    time; every other rule of the file likewise for a drop of twice its allowance."""
+    path = Path(__file__).resolve().parents[1] / "suites" / "gate.yaml"
+    cfg = G.load_gate_config(path)
+    rng = np.random.default_rng(24)
     alpha = 0.05
-    sigma = math.sqrt(alpha * (1 - alpha) / T)
-    n = 2000
-    c = rng.multinomial(n, [0.5, 0.1, 0.1, 0.3], size=T)  # cells: 11, 10 (loss), 01 (gain), 00
-    r = _rates(G.binary_decision(c[:, 2], c[:, 1], n, 0.03, 0.95, 0.8)["verdict"])
-    assert r["fail"] <= alpha + 3 * sigma
-    assert r["pass"] + r["improved"] >= 1 - alpha - 3 * sigma
+    band = 3 * math.sqrt(alpha * (1 - alpha) / T)
+    seen = []
+    cases = [("tooluse", 16, 0.2), ("tooluse", 68, 0.2)]
+    cases += [(r.metric, n, 2 * (r.max_drop or 0.05)) for r in cfg.rules if not r.mean_of for n in (68, 164)]
+    for metric, n, drop in cases:
+        rule = next(r for r in cfg.rules if r.metric == metric)
+        out = _binary_trials(rng, n, drop, allowed=rule.max_drop, confidence=rule.confidence, power=rule.power,
+                             discordance=rule.discordance)
+        how = G.counted(out["verdict"], n, out["needed_n"], rule.inconclusive)
+        r = {k: float(np.mean(how == k)) for k in ("pass", "undecided", "fail")}
+        seen.append(_show(f"shipped {metric} n={n} true drop {100 * drop:g} pts: exit 0/3/1", r))
+        assert r["pass"] <= alpha + band, "\n".join(seen)
 
 
 def test_fail_rate_is_calibrated_at_the_boundary():
@@ -411,7 +626,8 @@ def test_run_gate_calls_evaluator_for_checkpoints(tmp_path, store, gate_file):
     bpath = G.save_baseline(base, tmp_path / "base.json")
     calls = []
 
-    def fake_evaluator(spec, metrics, st):
+    def fake_evaluator(spec, metrics, st, baseline):
+        assert baseline.source == str(bpath) and set(baseline.metrics) == set(SIZES)
         calls.append((spec, {m: len(ids) for m, ids in metrics.items()}, st))
         return {m: {"task": m, "metric": "acc", "items": dict(base.metrics[m]["items"])} for m in metrics}
 
@@ -431,11 +647,18 @@ def test_run_gate_calls_evaluator_for_checkpoints(tmp_path, store, gate_file):
 
 # ----- outputs -----------------------------------------------------------------------------------
 def _rows(gate_file, tiny=False):
-    text = GATE + "  prior/tiny: {max_drop: 0.05, inconclusive: pass}\n"
-    sizes = SIZES | {"prior/tiny": 10}
+    """mmlu fails, tooluse improves, prior/near is inconclusive but powered (a -5 point change on
+    3000 items, A = 5 points, `inconclusive: pass`), prior/tiny is inconclusive on 10 items."""
+    text = GATE + ("  prior/near: {max_drop: 0.05, inconclusive: pass}\n"
+                   "  prior/tiny: {max_drop: 0.05, inconclusive: pass}\n")
+    sizes = SIZES | {"prior/near": 3000, "prior/tiny": 10}
     base = make_outcomes(sizes)
-    cand = with_flips(with_flips(base, "prior/mmlu", 150), "tooluse", 80, frm=0.0, to=1.0)
-    return G.compare(base, cand, G.load_gate_config(gate_file(text)))
+    cand = with_flips(with_flips(with_flips(base, "prior/mmlu", 150), "tooluse", 80, frm=0.0, to=1.0),
+                      "prior/near", 150)
+    rows = G.compare(base, cand, G.load_gate_config(gate_file(text)))
+    v = {r.metric: (r.verdict, r.counts_as) for r in rows}
+    assert v["prior/near"] == ("inconclusive", "pass") and v["prior/tiny"] == ("inconclusive", "undecided")
+    return rows
 
 
 def test_render_markdown(gate_file):
@@ -454,10 +677,12 @@ def test_render_junit(gate_file, tmp_path):
     cases = root.findall(".//testcase")
     assert [c.get("name") for c in cases] == [r.metric for r in rows]
     suite = root.find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "1", "1")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "2", "1")
     failed = [c for c in cases if c.find("failure") is not None]
-    assert [c.get("name") for c in failed] == ["prior/mmlu"]
+    assert [c.get("name") for c in failed] == ["prior/mmlu", "prior/tiny"]
     assert "exceeds the allowed" in failed[0].find("failure").get("message")
+    assert failed[1].find("failure").get("type") == "inconclusive"
+    assert [c.get("name") for c in cases if c.find("skipped") is not None] == ["prior/near"]
 
 
 def test_render_table(gate_file):
@@ -529,3 +754,33 @@ def test_plugin_malformed_gate_and_inactive(pytester):
     res.stderr.fnmatch_lines(["*metrics.tooluse: unknown key 'max_dorp'*"])
     pytester.makepyfile(test_plain="def test_ok():\n    assert sorted([2, 1]) == [1, 2]\n")
     pytester.runpytest(*_plugin_args()).assert_outcomes(passed=1)  # no --harness-gate: plugin inert
+
+
+def test_ifeval_is_gated_on_the_micro_average(gate_file, tmp_path):
+    """IFEval's metric is Σ followed / Σ instructions: prompts weigh by their instruction count. Here
+    the per-prompt (macro) mean rises while the micro value falls, because the candidate loses the
+    long prompts: the gate must report and judge the micro change."""
+    rng = np.random.default_rng(0)
+    n = 400
+    counts = {f"p{i}": (6.0 if i % 2 else 1.0) for i in range(n)}
+    base_items = {k: float(rng.integers(0, int(c) + 1)) / c for k, c in counts.items()}
+    cand_items = {k: (min(1.0, v + 1.0) if counts[k] == 1 else max(0.0, v - 0.5)) for k, v in base_items.items()}
+    metric = {"task": "prior/ifeval", "metric": "inst_level_loose_acc"}
+    base = G.OutcomeSet({"prior/ifeval": metric | {"items": base_items, "weights": counts}})
+    cand = G.OutcomeSet({"prior/ifeval": metric | {"items": cand_items}})
+    micro = lambda it: sum(it[k] * counts[k] for k in it) / sum(counts.values())  # noqa: E731
+    assert np.mean(list(cand_items.values())) > np.mean(list(base_items.values()))  # macro: better
+    (row,) = G.compare(base, cand, G.load_gate_config(gate_file("metrics:\n  prior/ifeval: {max_drop: 0.03}\n")))
+    assert row.base == pytest.approx(micro(base_items)) and row.cand == pytest.approx(micro(cand_items))
+    assert row.diff < -0.1 and row.verdict == "fail"
+    # the weights survive a baseline file, and its mean is the micro value
+    path = G.save_baseline(base, tmp_path / "b.json")
+    doc = json.loads(path.read_text())
+    assert doc["metrics"]["prior/ifeval"]["mean"] == pytest.approx(micro(base_items))
+    (again,) = G.compare(G.load_baseline(path), cand,
+                         G.load_gate_config(gate_file("metrics:\n  prior/ifeval: {max_drop: 0.03}\n")))
+    assert again.diff == pytest.approx(row.diff)
+    bad = copy.deepcopy(base)
+    bad.metrics["prior/ifeval"]["weights"] = {"p0": 1.0}
+    with pytest.raises(ConfigError, match="weights: expected one weight per item"):
+        G.as_outcome_set(bad)
