@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
-    "CHANCE", "is_binary", "wilson_interval", "mean_ci", "paired_binary_ci", "paired_bootstrap",
+    "CHANCE", "is_binary", "wilson_interval", "wilson_upper", "mean_ci", "paired_binary_ci", "paired_bootstrap",
     "mcnemar", "paired_test", "holm", "benjamini_hochberg", "seed_ci", "prior_average",
     "forgetting", "prior_average_change_ci", "flip_table", "mde", "required_n", "cost_ratio",
     "cost_table", "is_at_chance",
@@ -80,12 +80,30 @@ def wilson_interval(k: float, n: float, conf: float = 0.95) -> tuple[float, floa
     """
     if n <= 0:
         return (0.0, 1.0)
-    z = _z(conf)
-    p = k / n
+    c, h = _wilson(k / n, n, _z(conf))
+    return (max(0.0, float(c - h)), min(1.0, float(c + h)))
+
+
+def _wilson(p: Any, n: Any, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and half-width of the Wilson score interval at normal quantile z (vectorised)."""
+    p, n = np.asarray(p, dtype=float), np.asarray(n, dtype=float)
     d = 1 + z * z / n
     c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
+    h = z * np.sqrt(np.maximum(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / d
+    return c, h
+
+
+def wilson_upper(p: Any, n: Any, conf: float = 0.95) -> Any:
+    """One-sided upper `conf` Wilson bound of a proportion observed as `p` in `n` trials
+    (vectorised; conf = 0.95 uses z = 1.645).
+
+    Used as a conservative stand-in for a rate that a small sample may show as 0: the gate bounds
+    the discordance rate (the per-item variance of a paired change) with it, so a sample in which
+    nothing happened to flip is not mistaken for a precise one.
+    """
+    c, h = _wilson(p, n, float(stats.norm.ppf(conf)))
+    out = np.minimum(c + h, 1.0)
+    return float(out) if out.ndim == 0 else out
 
 
 def mean_ci(scores: Any, conf: float = 0.95) -> tuple[float, float, float]:
@@ -359,18 +377,19 @@ def _quantiles(alpha: float, power: float, two_sided: bool) -> float:
     return float(za + stats.norm.ppf(power))
 
 
-def _planning_variance(p0: float, paired: bool, discordance: float | None) -> float:
+def _planning_variance(p0: float, paired: bool, discordance: Any) -> Any:
     if paired and discordance is not None:
-        if discordance < 0:
+        d = np.asarray(discordance, dtype=float)
+        if np.any(d < 0):
             raise ValueError("discordance must be >= 0")
-        return float(discordance)
+        return float(d) if d.ndim == 0 else d
     if not 0 <= p0 <= 1:
         raise ValueError("p0 must be a proportion in [0, 1]")
     return 2.0 * p0 * (1.0 - p0)
 
 
 def mde(n: Any, p0: float, alpha: float = 0.05, power: float = 0.8, paired: bool = True,
-        discordance: float | None = None, two_sided: bool = False) -> Any:
+        discordance: Any = None, two_sided: bool = False) -> Any:
     """Minimum detectable effect: the smallest true change in accuracy that a level-`alpha` test
     on `n` items detects with probability `power`.
 
@@ -382,7 +401,7 @@ def mde(n: Any, p0: float, alpha: float = 0.05, power: float = 0.8, paired: bool
     Without a `discordance`, or with paired=False (two independent samples of n each), psi =
     2 * p0 * (1 - p0): the independent-samples value, conservative for paired model comparisons,
     whose outcomes are positively correlated. One-sided by default, as the gate's test is.
-    `n` may be an array.
+    `n` and `discordance` may be arrays.
     """
     psi = _planning_variance(p0, paired, discordance)
     n = np.asarray(n, dtype=float)
@@ -391,17 +410,19 @@ def mde(n: Any, p0: float, alpha: float = 0.05, power: float = 0.8, paired: bool
 
 
 def required_n(effect: float, p0: float, alpha: float = 0.05, power: float = 0.8, paired: bool = True,
-               discordance: float | None = None, two_sided: bool = False) -> int:
+               discordance: Any = None, two_sided: bool = False) -> Any:
     """Items needed so that `mde(n, ...) <= effect`: ceil((z_a + z_b)^2 * psi / effect^2).
 
     Same model and assumptions as `mde` (its exact inverse, rounded up). Raises ValueError for a
-    non-positive effect, which no finite sample can detect.
+    non-positive effect, which no finite sample can detect. `discordance` may be an array (then
+    so is the result).
     """
     effect = abs(float(effect))
     if effect == 0:
         raise ValueError("required_n: effect must be non-zero")
     psi = _planning_variance(p0, paired, discordance)
-    return int(math.ceil(_quantiles(alpha, power, two_sided) ** 2 * psi / effect ** 2 - 1e-9))
+    out = np.ceil(_quantiles(alpha, power, two_sided) ** 2 * np.asarray(psi, dtype=float) / effect ** 2 - 1e-9)
+    return int(out) if out.ndim == 0 else out.astype(int)
 
 
 def cost_ratio(arm: Sequence[float] | float, ref: Sequence[float] | float, what: str = "wall-clock",
@@ -457,3 +478,155 @@ def is_at_chance(value: float, stderr: float, chance: float, conf: float = 0.95)
     """
     se = 0.0 if stderr is None or math.isnan(stderr) else float(stderr)
     return float(value) - float(chance) <= _z(conf) * se
+
+
+# ----- micro (ratio) means and the hierarchical bootstrap ---------------------------------------
+# IFEval's headline `inst_level_loose_acc` is a ratio of sums over prompts (instructions followed /
+# instructions given), not a mean of per-prompt fractions. With per-item `weights` (instructions per
+# prompt) and per-item fractions as scores, the weighted mean is exactly that ratio, and resampling
+# prompts (clusters) gives its bootstrap. One bootstrap below serves the ratio interval, the paired
+# ratio comparison and the seeds-then-items comparison of claims.
+__all__ += ["weighted_mean", "ratio_ci", "paired_ratio_bootstrap", "hierarchical_change_ci"]
+
+
+def _weights(weights: Any, n: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n)
+    w = _arr(weights)
+    if w.size != n:
+        raise ValueError(f"weights: {w.size} values for {n} items")
+    if not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError("weights must be positive and finite (e.g. instructions per prompt)")
+    return w
+
+
+def weighted_mean(scores: Any, weights: Any = None) -> float:
+    """sum(w * s) / sum(w): with s = a prompt's fraction of instructions followed and w = its
+    number of instructions, the micro average sum(followed) / sum(instructions)."""
+    s = _arr(scores)
+    if s.size == 0:
+        raise ValueError("weighted_mean: no scores")
+    w = _weights(weights, s.size)
+    return float(np.dot(s, w) / w.sum())
+
+
+def _boot_weighted_means(X: np.ndarray, w: np.ndarray, n_boot: int, rng: np.random.Generator,
+                         chunk_elems: int = 4_000_000) -> np.ndarray:
+    """Bootstrap replicates of the weighted item mean of every row of `X` (rows x items): each
+    replicate draws one resample of items (clusters, with their weights) shared by all rows, so
+    rows scored on the same items stay paired. Returns (rows, n_boot)."""
+    k, n = X.shape
+    out = np.empty((k, n_boot))
+    step = max(1, chunk_elems // max(n * (k + 1), 1))
+    for s in range(0, n_boot, step):
+        e = min(n_boot, s + step)
+        idx = rng.integers(0, n, size=(e - s, n))
+        wi = w[idx]
+        out[:, s:e] = (X[:, idx] * wi).sum(axis=-1) / wi.sum(axis=-1)
+    return out
+
+
+def _percentile(boot: np.ndarray, conf: float) -> tuple[float, float]:
+    lo, hi = np.quantile(boot, [0.5 - conf / 2, 0.5 + conf / 2])
+    return float(lo), float(hi)
+
+
+def _recentred_p(boot: np.ndarray, diff: float) -> float:
+    if diff == 0.0:
+        return 1.0
+    return min(1.0, float((1 + np.sum(np.abs(boot - diff) >= abs(diff))) / (boot.size + 1)))
+
+
+def ratio_ci(scores: Any, weights: Any = None, conf: float = 0.95, n_boot: int = 10000,
+             seed: int = 0) -> tuple[float, float, float]:
+    """Micro average `weighted_mean(scores, weights)` with a cluster (ratio) bootstrap percentile
+    interval: (value, lo, hi). Prompts are resampled whole, with their instruction counts, because
+    instructions of one prompt are not independent (one answer follows or ignores them together);
+    an interval treating instructions as independent items would be too narrow."""
+    s = _arr(scores)
+    value = weighted_mean(s, weights)
+    if s.size < 2:
+        return (value, math.nan, math.nan)
+    boot = _boot_weighted_means(s[None, :], _weights(weights, s.size), n_boot, np.random.default_rng(seed))[0]
+    return (value, *_percentile(boot, conf))
+
+
+def hierarchical_change_ci(ref: Mapping[str, Any], arm: Mapping[str, Any],
+                           weights: Mapping[str, Any] | None = None, n_boot: int = 10000, seed: int = 0,
+                           conf: float = 0.95) -> dict:
+    """Change arm - ref of the unweighted average over benchmarks of each benchmark's (weighted)
+    item mean, averaged over seeds, with a bootstrap over seeds and items: dict(diff, lo, hi, p,
+    n_seeds_ref, n_seeds_arm, n_items).
+
+    `ref[b]` and `arm[b]` are per-seed item scores for benchmark b, shape (seeds, items) (a 1-D
+    sequence is one seed), items in the same order on both sides and in `weights[b]` (None or a
+    missing entry = equal weights). Seeds are independently trained models, so every replicate
+    draws each arm's seeds with replacement (one draw per arm, shared by all benchmarks: a seed is
+    one model scored on all of them); items are crossed with seeds (every seed scored the same
+    items), so one resample of items per benchmark is shared by every seed of both arms, which
+    keeps the pairing. With one seed per arm this is the paired item bootstrap (the ratio
+    bootstrap with weights); with several it adds the training randomness that a test on
+    seed-averaged items leaves out. With 2-3 seeds the seed draw understates that randomness
+    (a bootstrap of K values has (K-1)/K of their variance and no t quantile), so callers that
+    decide on it should also consult the across-seed t interval (`seed_ci`).
+    `p` is two-sided for "no change" (re-centred bootstrap, +1 correction)."""
+    if set(ref) != set(arm):
+        raise ValueError(f"benchmarks differ: {sorted(set(ref) ^ set(arm))}")
+    if not ref:
+        raise ValueError("hierarchical_change_ci: no benchmarks")
+    mats = {}
+    for name in sorted(ref):
+        r, a = np.atleast_2d(np.asarray(ref[name], float)), np.atleast_2d(np.asarray(arm[name], float))
+        if r.ndim != 2 or a.ndim != 2 or r.shape[1] != a.shape[1] or r.shape[1] == 0:
+            raise ValueError(f"benchmark {name!r}: expected (seeds, items) scores on the same items, got "
+                             f"{r.shape} and {a.shape}")
+        mats[name] = (r, a, _weights((weights or {}).get(name), r.shape[1]))
+    kr = {m[0].shape[0] for m in mats.values()}
+    ka = {m[1].shape[0] for m in mats.values()}
+    if len(kr) != 1 or len(ka) != 1:
+        raise ValueError("every benchmark needs the same seeds on each side")
+    kr, ka = kr.pop(), ka.pop()
+    rng = np.random.default_rng(seed)
+    seeds_r = rng.integers(0, kr, size=(n_boot, kr))
+    seeds_a = rng.integers(0, ka, size=(n_boot, ka))
+    total = np.zeros(n_boot)
+    diff = 0.0
+    for r, a, w in mats.values():
+        diff += float((a @ w).mean() - (r @ w).mean()) / float(w.sum())
+        boot = _boot_weighted_means(np.vstack([r, a]), w, n_boot, rng)
+        total += (np.take_along_axis(boot[kr:].T, seeds_a, axis=1).mean(axis=1)
+                  - np.take_along_axis(boot[:kr].T, seeds_r, axis=1).mean(axis=1))
+    diff /= len(mats)
+    total /= len(mats)
+    lo, hi = _percentile(total, conf)
+    return {"diff": diff, "lo": lo, "hi": hi, "p": _recentred_p(total, diff), "n_seeds_ref": kr,
+            "n_seeds_arm": ka, "n_items": sum(m[0].shape[1] for m in mats.values())}
+
+
+def paired_ratio_bootstrap(a: Any, b: Any, weights: Any = None, n_boot: int = 10000, seed: int = 0,
+                           conf: float = 0.95) -> dict:
+    """Paired change of the micro average, weighted_mean(b, w) - weighted_mean(a, w), with the
+    paired cluster bootstrap over items (prompts): dict(diff, lo, hi, p). Both arms answered the
+    same prompts, so the instruction counts (the ratio's denominators) are shared and each
+    replicate resamples whole prompts for both arms at once."""
+    x, y = _pair(a, b)
+    if x.size == 0:
+        raise ValueError("paired_ratio_bootstrap: no items")
+    r = hierarchical_change_ci({"m": x}, {"m": y}, {"m": _weights(weights, x.size)}, n_boot=n_boot, seed=seed,
+                               conf=conf)
+    return {k: r[k] for k in ("diff", "lo", "hi", "p")}
+
+
+__all__ += ["ratio_stderr"]
+
+
+def ratio_stderr(scores: Any, weights: Any = None) -> float:
+    """Standard error of the micro average `weighted_mean(scores, weights)` clustered by item
+    (ratio-estimator / delta method): sqrt(n / (n - 1) * sum((w * (s - p))^2)) / sum(w). NaN for
+    fewer than two items. lm-eval reports none for IFEval's instruction-level metrics."""
+    s = _arr(scores)
+    if s.size < 2:
+        return math.nan
+    w = _weights(weights, s.size)
+    p = float(np.dot(s, w) / w.sum())
+    return math.sqrt(s.size / (s.size - 1) * float(np.sum((w * (s - p)) ** 2))) / float(w.sum())

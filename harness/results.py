@@ -18,9 +18,12 @@ Conventions (also stated in the report):
   the arm's grid points, one per seed: the paper's protocol). With several seeds an arm's item score
   is the mean over its seeds, so item-level intervals and paired tests cover item sampling, and
   `seed_ci` over the per-seed values covers training randomness (NaN with one seed: "n/a (1 seed)").
-- Values are means of stored per-item scores (fractions). For IFEval's instruction-level metric
-  the per-item score is the prompt's fraction of instructions followed, so the mean weights prompts
-  equally and can differ slightly from lm-eval's micro-average (kept as `reported`).
+- Values are means of stored per-item scores (fractions), except where the headline is a micro
+  average: IFEval's `inst_level_loose_acc` is sum(instructions followed) / sum(instructions) over
+  prompts (the paper's number, lm-eval's `reported`). Its per-item score is the prompt's fraction
+  followed and its weight the prompt's instruction count (stored with each row), so values are
+  weighted means, intervals a cluster (ratio) bootstrap over prompts, and paired comparisons a
+  paired ratio bootstrap (`metrics.ratio_ci`, `metrics.paired_ratio_bootstrap`).
 - Paired comparisons use the items both sides scored (the same seeded subsets in a suite run).
 - Differences are always arm - reference (negative = a drop); forgetting = base average - arm
   average (positive = capability lost).
@@ -115,6 +118,7 @@ class Results:
     n_boot: int = 10000
     seed: int = 0
     _scores: dict = field(default_factory=dict, repr=False)
+    _weights: dict = field(default_factory=dict, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ----- structure --------------------------------------------------------------------
@@ -177,7 +181,9 @@ class Results:
 
     def arm_points(self, arm: str) -> list[str]:
         """The points that stand for `arm`: its selected points, one per seed. Where a seed has
-        no point marked selected, the point with the best validation (else new-task) score."""
+        no point marked selected: its only point, else the point with the best validation score
+        (noted). Never the best test score: a seed with several points and no validation score
+        is left out (unselected, noted), so a number chosen on the test set is never reported."""
         key = ("arm_points", arm)
         if key in self._cache:
             return self._cache[key]
@@ -188,12 +194,19 @@ class Results:
             if len(sel):
                 out.extend(sel["point"])
                 continue
-            score = g["new_task_val"].where(g["new_task_val"].notna(), g["new_task"])
-            best = g.loc[score.fillna(-1).idxmax(), "point"] if len(g) > 1 else g["point"].iloc[0]
-            if len(g) > 1:
-                self.notes.append(f"arm {arm}: no point marked selected for seed {g['seed'].iloc[0]}; "
+            if len(g) == 1:
+                out.append(g["point"].iloc[0])
+                continue
+            seed = g["seed"].iloc[0]
+            if g["new_task_val"].notna().any():
+                best = g.loc[g["new_task_val"].fillna(-1).idxmax(), "point"]
+                self.notes.append(f"arm {arm}: no point marked selected for seed {seed}; "
                                   f"using {best} (best validation score)")
-            out.append(best)
+                out.append(best)
+            else:
+                self.notes.append(f"arm {arm}: {len(g)} points for seed {seed}, none marked selected and no "
+                                  "validation score: left unselected (never selected on the test set), so "
+                                  "this seed is missing from the arm's numbers")
         self._cache[key] = out
         return out
 
@@ -201,6 +214,29 @@ class Results:
     def point_scores(self, point: str, task: str) -> dict[str, float] | None:
         """{item_id: score} of one point on one task, or None if it was not evaluated."""
         return self._scores.get((point, task))
+
+    def item_weights(self, task: str) -> dict[str, float] | None:
+        """{item_id: weight} for a task whose headline is a micro average (IFEval: instructions
+        per prompt, a property of the prompt, the same for every point), else None."""
+        return self._weights.get(task)
+
+    def _w(self, task: str, keys: list[str]) -> np.ndarray | None:
+        """Weights of `keys` for a micro-averaged task; None where items weigh equally (no
+        weights, or all equal: then the plain item statistics, McNemar included, are exact)."""
+        w = self.item_weights(task)
+        if not w or any(k not in w for k in keys):
+            return None
+        a = np.array([w[k] for k in keys], float)
+        return None if a.size == 0 or np.all(a == a[0]) else a
+
+    def _item_ci(self, task: str, scores: dict[str, float]) -> tuple[float, float, float]:
+        """(value, lo, hi) of item scores: `mean_ci`, or the ratio bootstrap for a micro average."""
+        keys = sorted(scores)
+        x = [scores[k] for k in keys]
+        w = self._w(task, keys)
+        if w is None:
+            return M.mean_ci(x)
+        return M.ratio_ci(x, w, n_boot=self.n_boot, seed=self.seed)
 
     def _metric_index(self) -> dict:
         if "metric_index" not in self._cache:
@@ -239,13 +275,9 @@ class Results:
         """Per-seed values of the arm on a task (NaN where a seed lacks it)."""
         return [self.value(p, task) for p in self.arm_points(arm)]
 
-    @staticmethod
-    def _common(a: dict, b: dict) -> tuple[np.ndarray, np.ndarray]:
-        keys = sorted(set(a) & set(b))
-        return np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)
-
     def paired(self, ref_arm: str, arm: str, task: str) -> dict | None:
-        """Paired comparison arm vs ref_arm on one task (`metrics.paired_test`), on common items:
+        """Paired comparison arm vs ref_arm on one task (`metrics.paired_test`; for a micro
+        average, test 'ratio bootstrap': `metrics.paired_ratio_bootstrap`), on common items:
         dict(test, diff, lo, hi, p, n, ref_value, value[, n01, n10]); None without items."""
         key = ("paired", ref_arm, arm, task)
         if key in self._cache:
@@ -253,10 +285,16 @@ class Results:
         a, b = self.arm_scores(ref_arm, task), self.arm_scores(arm, task)
         out = None
         if a and b:
-            x, y = self._common(a, b)
-            if x.size:
+            keys = sorted(set(a) & set(b))
+            x, y = np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)
+            w = self._w(task, keys)
+            if x.size and w is None:
                 r = M.paired_test(x, y, n_boot=self.n_boot, seed=self.seed)
                 out = r | {"n": int(x.size), "ref_value": float(x.mean()), "value": float(y.mean())}
+            elif x.size:
+                r = M.paired_ratio_bootstrap(x, y, w, n_boot=self.n_boot, seed=self.seed)
+                out = {"test": "ratio bootstrap", **r, "n": int(x.size), "ref_value": M.weighted_mean(x, w),
+                       "value": M.weighted_mean(y, w)}
         self._cache[key] = out
         return out
 
@@ -280,7 +318,7 @@ class Results:
             lo = hi = math.nan
             n = 0
             if s:
-                _, lo, hi = M.mean_ci(list(s.values()))
+                _, lo, hi = self._item_ci(self.task, s)
                 n = len(s)
             elif ns:
                 mt = self.metrics[self.metrics["point"].isin(self.arm_points(arm))
@@ -304,7 +342,8 @@ class Results:
     def benchmark_table(self) -> pd.DataFrame:
         """Per (trained arm, prior benchmark): base and arm values on common items, the paired
         change arm - base with its 95% interval and p (McNemar + Agresti-Min for 0/1 scores,
-        paired bootstrap otherwise), Holm-adjusted p over the arm's benchmarks, the across-seed
+        ratio bootstrap for a micro average such as IFEval, paired bootstrap otherwise),
+        Holm-adjusted p over the arm's benchmarks, the across-seed
         interval of the change, and whether the base model is at chance there (`is_at_chance`)."""
         rows = []
         for arm in self.trained_arms:
@@ -352,8 +391,9 @@ class Results:
 
     def prior_change(self, ref_arm: str, arm: str) -> dict | None:
         """Change of the prior average arm - ref_arm with the paired bootstrap interval over items
-        within every benchmark (`metrics.prior_average_change_ci`), on items both scored;
-        None when either lacks a benchmark of the average."""
+        within every benchmark (IFEval as a ratio; `metrics.hierarchical_change_ci` on
+        seed-averaged items), on items both scored; dict(diff, lo, hi, p, forgetting,
+        forgetting_lo, forgetting_hi, ...); None when either lacks a benchmark of the average."""
         key = ("prior_change", ref_arm, arm)
         if key not in self._cache:
             self._cache[key] = self._prior_change(ref_arm, arm)
@@ -363,13 +403,52 @@ class Results:
         a, b = self._prior_scores(ref_arm), self._prior_scores(arm)
         if not a or not b:
             return None
-        ka, kb = {}, {}
+        ka, kb, kw = {}, {}, {}
         for t in a:
-            x, y = self._common(a[t], b[t])
-            if x.size == 0:
+            keys = sorted(set(a[t]) & set(b[t]))
+            if not keys:
                 return None
-            ka[t], kb[t] = x, y
-        return M.prior_average_change_ci(ka, kb, n_boot=self.n_boot, seed=self.seed)
+            ka[t], kb[t], kw[t] = [a[t][k] for k in keys], [b[t][k] for k in keys], self._w(t, keys)
+        # seed-averaged items, one "seed" per side: the paired item bootstrap (ratio for IFEval)
+        r = M.hierarchical_change_ci(ka, kb, kw, n_boot=self.n_boot, seed=self.seed)
+        return r | {"forgetting": -r["diff"], "forgetting_lo": -r["hi"], "forgetting_hi": -r["lo"]}
+
+    def seed_change(self, ref_arm: str, arm: str, tasks: list[str]) -> dict | None:
+        """Change arm - ref_arm of the unweighted mean over `tasks` (one task: that task; the
+        average tasks: the prior average), with intervals that count training randomness:
+        `lo`, `hi`, `p` from the seeds-then-items bootstrap (`metrics.hierarchical_change_ci`:
+        each arm's selected points resampled as seeds, and one resample of items per benchmark
+        shared by every seed of both arms, IFEval as a ratio), and `seed_lo`, `seed_hi` the across-seed t interval (`seed_ci`) of the per-seed
+        differences, pairing seeds by number (NaN with fewer than 2 pairs). On items every seed
+        of both arms scored; None when a selected point lacks a task."""
+        key = ("seed_change", ref_arm, arm, tuple(tasks))
+        if key in self._cache:
+            return self._cache[key]
+        pr, pa = self.arm_points(ref_arm), self.arm_points(arm)
+        ref, new, wts, out = {}, {}, {}, None
+        for t in tasks:
+            sr = [self.point_scores(p, t) for p in pr]
+            sa = [self.point_scores(p, t) for p in pa]
+            if not sr or not sa or not all(sr) or not all(sa):
+                break
+            keys = sorted(set(sr[0]).intersection(*sr[1:], *sa))
+            if not keys:
+                break
+            ref[t] = [[s[k] for k in keys] for s in sr]
+            new[t] = [[s[k] for k in keys] for s in sa]
+            wts[t] = self._w(t, keys)
+        else:
+            if tasks:
+                out = M.hierarchical_change_ci(ref, new, wts, n_boot=self.n_boot, seed=self.seed)
+                vr = {_seed_key(sd): float(np.mean([self.value(p, t) for t in tasks]))
+                      for p, sd in zip(pr, self.seeds(ref_arm))}
+                va = {_seed_key(sd): float(np.mean([self.value(p, t) for t in tasks]))
+                      for p, sd in zip(pa, self.seeds(arm))}
+                diffs = [va[k] - vr[k] for k in va if k in vr]
+                _, slo, shi = M.seed_ci(diffs) if len(diffs) >= 2 else (0.0, math.nan, math.nan)
+                out |= {"seed_lo": slo, "seed_hi": shi, "n_seed_pairs": len(diffs)}
+        self._cache[key] = out
+        return out
 
     def prior_table(self) -> pd.DataFrame:
         """Per arm (base and trained arms): prior average (unweighted mean over the `in_average`
@@ -541,6 +620,21 @@ class Results:
 
 
 # ----- loading ---------------------------------------------------------------------------------
+def _instruction_counts(diags: list[dict], metric: str | None) -> list[float] | None:
+    """Per-item weights of a micro-averaged metric (IFEval: instructions per prompt) from the
+    stored diagnostics: `n_instructions`, else the length of the stored instruction-level list;
+    None unless every item has a positive count (then items weigh equally)."""
+    out = []
+    for d in diags:
+        v = d.get("n_instructions") if isinstance(d, dict) else None
+        if v is None and metric and isinstance(d, dict) and isinstance(d.get(metric), list):
+            v = len(d[metric])
+        if not isinstance(v, (int, float)) or not v > 0:
+            return None
+        out.append(float(v))
+    return out or None
+
+
 def _kind(task: str, new_task: str) -> str:
     if task == new_task:
         return "new"
@@ -548,6 +642,8 @@ def _kind(task: str, new_task: str) -> str:
         return "val"
     if task.startswith("prior/"):
         return "prior"
+    if task.startswith("probe/"):
+        return "probe"
     return "other"
 
 
@@ -600,6 +696,7 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
 
     point_rows, metric_rows, item_frames, curve_rows = [], [], [], []
     scores: dict[tuple[str, str], dict[str, float]] = {}
+    weights: dict[str, dict[str, float]] = {}
     hp_names = list(dict.fromkeys(k for p in pts for k in (p.get("hparams") or {})))
     for p in pts:
         name = str(p.get("point"))
@@ -642,15 +739,25 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
             if rows:
                 ids = [str(r[0]) for r in rows]
                 sc = [float(r[1]) for r in rows]
-                grp = [_group(task, i, json.loads(r[2]) if r[2] else {}) for i, r in zip(ids, rows)]
+                diags = [json.loads(r[2]) if r[2] else {} for r in rows]
+                grp = [_group(task, i, d) for i, d in zip(ids, diags)]
                 scores[(name, task)] = dict(zip(ids, sc))
                 item_frames.append(pd.DataFrame({"point": name, "arm": arm, "seed": seed_v, "selected": selected,
                                                  "task": task, "item_id": ids, "score": sc, "group": grp}))
-                value, lo, hi = M.mean_ci(sc)
                 n = len(sc)
                 se = _num(summ.get("stderr"))
-                if math.isnan(se):
-                    se = float(np.std(sc, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+                w = _instruction_counts(diags, summ.get("metric"))
+                if w is not None:  # micro average: weighted mean, ratio bootstrap, clustered stderr
+                    tw = weights.setdefault(task, {})
+                    for i, wi in zip(ids, w):
+                        tw.setdefault(i, wi)
+                    value, lo, hi = M.ratio_ci(sc, w, n_boot=n_boot, seed=seed)
+                    if math.isnan(se):
+                        se = M.ratio_stderr(sc, w)
+                else:
+                    value, lo, hi = M.mean_ci(sc)
+                    if math.isnan(se):
+                        se = float(np.std(sc, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
             else:
                 notes.append(f"{name}: evaluation {task} has no per-item outcomes; paired statistics skipped")
                 value, n, se = reported, int(summ.get("n") or 0), _num(summ.get("stderr"))
@@ -660,7 +767,8 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
             chance = binfo.get("chance", M.CHANCE.get(task)) if kind == "prior" else None
             prior = kind == "prior"
             metric_rows.append({**base_cols, "task": task, "kind": kind, "benchmark": bname,
-                                "metric": (binfo.get("metric") or summ.get("metric")) if prior else "accuracy",
+                                "metric": ((binfo.get("metric") or summ.get("metric")) if prior else
+                                           summ.get("metric", "kl_per_token") if kind == "probe" else "accuracy"),
                                 "value": value, "lo": lo, "hi": hi, "stderr": se, "n": n, "reported": reported,
                                 "chance": _num(chance), "in_average": bool(binfo.get("in_average", True)) and prior,
                                 "eval_key": key})
@@ -687,7 +795,7 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
     res = Results(run_id=rid, name=info.get("name"), status=info["status"], created=info["created"], meta=meta,
                   config=info.get("config") or {}, task=new_task, benchmarks=benchmarks, points=points,
                   metrics=metrics_df, items=items, curves=curves, notes=notes, n_boot=n_boot, seed=seed,
-                  _scores=scores)
+                  _scores=scores, _weights=weights)
     # per-point summary columns
     val = {(r["point"], r["task"]): r["value"] for r in metric_rows}
     points["new_task"] = [val.get((p, new_task), math.nan) for p in points["point"]]
@@ -696,6 +804,8 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
                            for p in points["point"]]
     base_avg = res._point_avg(res.arm_points(BASE)[0]) if BASE in res.arms else math.nan
     points["forgetting"] = base_avg - points["prior_avg"]
+    for arm in res.arms:  # selection notes (e.g. an arm left unselected) are known before any table
+        res.arm_points(arm)
     if BASE not in res.arms:
         notes.append("no base point: changes versus base and forgetting are not available")
     if not res.prior_tasks:

@@ -39,24 +39,33 @@ def item_ids(task: str, n: int) -> list[str]:
 
 
 def add_eval(store: Store, task: str, arm: str, scores: Sequence[float] | Mapping[str, float],
-             *, key: str | None = None, metric: str | None = None, status: str = "complete") -> str:
-    """Store one evaluation with its per-item rows and a summary like the real evaluators'."""
+             *, key: str | None = None, metric: str | None = None, status: str = "complete",
+             weights: Sequence[float] | None = None) -> str:
+    """Store one evaluation with its per-item rows and a summary like the real evaluators'.
+    `weights`: instructions per item of a micro-averaged metric (IFEval), stored as the prior
+    evaluator stores them (`n_instructions`, `n_followed` = score x instructions); the summary
+    value is then the micro average, as lm-eval reports it."""
     if isinstance(scores, Mapping):
         ids, vals = [str(k) for k in scores], [float(v) for v in scores.values()]
     else:
         vals = [float(v) for v in scores]
         ids = item_ids(task, len(vals))
-    key = key or Store.eval_key(task=task, arm=arm, scores=vals, ids=ids)
+    key = key or Store.eval_key(task=task, arm=arm, scores=vals, ids=ids,
+                                **({"weights": list(weights)} if weights is not None else {}))
     store.begin_eval(key, task=task, arm=arm, model="fake", model_hash="fake", data_hash="fake",
                      settings={"metric": metric} if metric else {})
     rows = []
     for i, (item, s) in enumerate(zip(ids, vals)):
         diag = {"subject": item.split("/")[0]} if task == "prior/mmlu" and i % 2 == 0 else {}
+        if weights is not None:
+            diag |= {"n_instructions": weights[i], "n_followed": s * weights[i]}
         rows.append({"item_id": item, "idx": i, "prompt_hash": f"h{i}", "output": "", "score": s,
                      "diagnostics": diag})
     store.add_examples(key, rows)
     n = len(vals)
     mean = sum(vals) / n if n else 0.0
+    if weights is not None and n:
+        mean = sum(v * w for v, w in zip(vals, weights)) / sum(weights)
     if task.startswith("prior/"):
         summary = {"metric": metric or BENCHMARKS.get(task.split("/", 1)[1], ("acc",))[0], "value": mean,
                    "stderr": math.sqrt(max(mean * (1 - mean), 0) / max(n - 1, 1)), "n": n}
@@ -84,12 +93,14 @@ def build_run(store: Store, points: list[dict], *, task: str = "tooluse",
               run_id: str | None = None) -> str:
     """Store a suite run. Each point is a meta point (point, arm, method, seed, hparams, selected,
     cost) plus `scores`: {task: per-item scores (list or {item_id: score})} instead of eval keys,
-    and optionally `curve`: number of training steps to fabricate."""
+    optionally `weights`: {task: instructions per item} (micro-averaged tasks, IFEval), and
+    optionally `curve`: number of training steps to fabricate."""
     benchmarks = BENCHMARKS if benchmarks is None else benchmarks
     meta_points = []
     for p in points:
         arm = p.get("arm", p["point"])
-        evals = {t: add_eval(store, t, arm, s) for t, s in (p.get("scores") or {}).items()}
+        evals = {t: add_eval(store, t, arm, s, weights=(p.get("weights") or {}).get(t))
+                 for t, s in (p.get("scores") or {}).items()}
         train_key = p.get("train_key")
         if p.get("curve"):
             train_key = train_key or Store.eval_key(train=p["point"])
@@ -171,7 +182,9 @@ def make_suite_run(store: Store, *, seeds: Sequence[int] = (0,), n_tool: int = 6
                 out[t] = planted(lat[t], q, r, jit)
         return out
 
-    points = [{"point": "base", "arm": "base", "method": "base", "selected": True,
+    # IFEval prompts carry three instructions each (stored counts, as the prior evaluator does)
+    ifeval_w = {"prior/ifeval": [3] * n_prior} if "ifeval" in benches else {}
+    points = [{"point": "base", "arm": "base", "method": "base", "selected": True, "weights": ifeval_w,
                "scores": {"tooluse": planted(lat["tooluse"], acc["base"], rng),
                           "tooluse-val": planted(lat["tooluse-val"], acc["base"], rng), **prior_scores(0.0, rng, 0)}}]
     if with_teacher:
@@ -190,7 +203,7 @@ def make_suite_run(store: Store, *, seeds: Sequence[int] = (0,), n_tool: int = 6
                 pt_acc = a_seed if sel else max(0.0, a_seed - 0.08)
                 points.append({
                     "point": f"{arm}/lr={lr},epochs=1/seed={seed}", "arm": arm, "method": method, "seed": seed,
-                    "hparams": {"lr": lr, "epochs": 1}, "selected": sel, "curve": curve_steps,
+                    "hparams": {"lr": lr, "epochs": 1}, "selected": sel, "curve": curve_steps, "weights": ifeval_w,
                     "curve_scale": 1.0 + j,
                     "cost": {k: (v * noise if k in ("train_wall_s", "flops") else v) for k, v in c.items()}
                     | {"steps": curve_steps},

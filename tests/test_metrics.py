@@ -199,3 +199,113 @@ def test_is_at_chance():
     assert M.is_at_chance(0.20, 0.01, 0.25)  # below chance is flagged too
     assert not M.is_at_chance(0.40, 0.01, 0.25)
     assert not M.is_at_chance(0.26, float("nan"), 0.25)
+
+
+# ----- micro (ratio) averages and the hierarchical bootstrap -----------------------------------
+def test_weighted_mean_is_the_micro_average():
+    # prompts with 4, 1, 2 instructions, 3, 0, 1 followed: micro 4/7, macro (.75 + 0 + .5)/3
+    s, w = [0.75, 0.0, 0.5], [4, 1, 2]
+    assert M.weighted_mean(s, w) == pytest.approx(4 / 7)
+    assert M.weighted_mean(s) == pytest.approx(1.25 / 3)
+    with pytest.raises(ValueError):
+        M.weighted_mean(s, [4, 0, 2])  # a prompt without instructions has no fraction to weight
+    with pytest.raises(ValueError):
+        M.weighted_mean(s, [4, 1])
+
+
+def test_ratio_ci_width_matches_the_clustered_stderr():
+    rng = np.random.default_rng(3)
+    m = rng.integers(1, 6, 400)
+    s = rng.binomial(m, 0.6) / m
+    v, lo, hi = M.ratio_ci(s, m, n_boot=4000, seed=1)
+    se = M.ratio_stderr(s, m)
+    assert v == pytest.approx(float((s * m).sum() / m.sum()))
+    assert lo < v < hi
+    assert (hi - lo) / (2 * Z95) == pytest.approx(se, rel=0.1)
+
+
+def test_ratio_ci_covers_the_micro_value_where_the_macro_interval_does_not():
+    # prompts with more instructions follow fewer: the micro value (the paper's) differs from the
+    # mean of per-prompt fractions, so an interval for the macro mean misses it
+    rng = np.random.default_rng(0)
+    ms = np.arange(1, 6)
+    true = float((ms * (0.95 - 0.15 * ms)).mean() / ms.mean())
+    cov_ratio = cov_macro = 0
+    for r in range(300):
+        m = rng.integers(1, 6, 60)
+        s = rng.binomial(m, 0.95 - 0.15 * m) / m
+        _, lo, hi = M.ratio_ci(s, m, n_boot=400, seed=r)
+        cov_ratio += lo <= true <= hi
+        _, lo, hi = M.mean_ci(s)
+        cov_macro += lo <= true <= hi
+    print(f"coverage of the micro value: ratio bootstrap {cov_ratio / 300:.3f}, macro t {cov_macro / 300:.3f}")
+    assert 0.92 <= cov_ratio / 300 <= 0.98
+    assert cov_macro / 300 < 0.7
+
+
+def test_paired_ratio_bootstrap_by_hand():
+    # base follows 3 of 10 instructions, arm 5 of 10: micro +0.2, although the macro mean drops
+    w = [1, 2, 4, 3]
+    base, arm = [1.0, 0.5, 0.0, 1 / 3], [0.0, 0.5, 0.25, 1.0]
+    r = M.paired_ratio_bootstrap(base, arm, w, n_boot=2000)
+    assert r["diff"] == pytest.approx(0.2)
+    assert np.mean(arm) - np.mean(base) < 0
+    assert r["lo"] <= 0.2 <= r["hi"] and 0 < r["p"] <= 1
+    # equal weights: the same statistic as the plain paired bootstrap
+    x = np.random.default_rng(1).random(300)
+    y = np.clip(x + 0.05, 0, 1)
+    a, b = M.paired_ratio_bootstrap(x, y, n_boot=4000), M.paired_bootstrap(x, y, n_boot=4000)
+    assert a["diff"] == pytest.approx(b["diff"])
+    assert a["hi"] - a["lo"] == pytest.approx(b["hi"] - b["lo"], rel=0.1)
+
+
+def test_hierarchical_bootstrap_counts_seed_variance():
+    # two seeds that disagree on every item: their average is 0.5 everywhere, so an item-level
+    # test on seed-averaged scores sees no noise at all; the seed resample does
+    n = 200
+    ref = {"t": np.full((1, n), 0.5)}
+    arm = {"t": np.vstack([np.ones(n), np.zeros(n)])}
+    h = M.hierarchical_change_ci(ref, arm, n_boot=2000)
+    assert h["diff"] == pytest.approx(0.0) and (h["n_seeds_ref"], h["n_seeds_arm"]) == (1, 2)
+    assert h["lo"] <= -0.4 and h["hi"] >= 0.4
+    flat = M.paired_bootstrap(ref["t"][0], arm["t"].mean(axis=0), n_boot=2000)
+    assert flat["lo"] == flat["hi"] == 0.0
+
+
+def test_hierarchical_bootstrap_coverage_with_seed_noise():
+    # 4 seeds per arm, seed offsets sd 0.1, no true difference: the seeds-then-items interval
+    # keeps its level, the item-only interval on seed-averaged scores does not
+    rng = np.random.default_rng(0)
+    k, n, reps = 4, 60, 200
+    cov_h = cov_items = 0
+    for r in range(reps):
+        a = rng.random(n)
+
+        def arm():
+            p = np.clip(a[None, :] + rng.normal(0, 0.1, k)[:, None], 0, 1)
+            return (rng.random((k, n)) < p).astype(float)
+
+        x, y = arm(), arm()
+        h = M.hierarchical_change_ci({"t": x}, {"t": y}, n_boot=400, seed=r)
+        cov_h += h["lo"] <= 0 <= h["hi"]
+        i = M.paired_bootstrap(x.mean(axis=0), y.mean(axis=0), n_boot=400, seed=r)
+        cov_items += i["lo"] <= 0 <= i["hi"]
+    print(f"coverage with seed noise: hierarchical {cov_h / reps:.3f}, items only {cov_items / reps:.3f}")
+    assert cov_h / reps >= 0.9
+    assert cov_items / reps < 0.8
+
+
+def test_hierarchical_bootstrap_averages_benchmarks_and_checks_shapes():
+    ref = {"a": [[1, 0, 1, 0]], "b": [[1, 1, 0, 0]]}
+    arm = {"a": [[1, 1, 1, 0], [1, 1, 1, 1]], "b": [[0, 1, 0, 0], [0, 0, 0, 0]]}
+    h = M.hierarchical_change_ci(ref, arm, n_boot=500)
+    # a: (0.75 + 1)/2 - 0.5 = 0.375; b: (0.25 + 0)/2 - 0.5 = -0.375 -> mean 0
+    assert h["diff"] == pytest.approx(0.0) and h["n_items"] == 8
+    w = {"a": [1, 1, 1, 5]}  # item 4 carries five instructions: a = (3/8 + 8/8)/2 - 2/8 = 0.4375
+    assert M.hierarchical_change_ci({"a": ref["a"]}, {"a": arm["a"]}, w, n_boot=200)["diff"] == pytest.approx(0.4375)
+    with pytest.raises(ValueError, match="same items"):
+        M.hierarchical_change_ci({"a": [[1, 0]]}, {"a": [[1, 0, 1]]})
+    with pytest.raises(ValueError, match="same seeds"):
+        M.hierarchical_change_ci(ref, {"a": arm["a"], "b": [[0, 1, 0, 0]]})
+    with pytest.raises(ValueError, match="benchmarks differ"):
+        M.hierarchical_change_ci(ref, {"a": arm["a"]})

@@ -177,6 +177,62 @@ def test_selection_fallback_best_validation(store):
     assert any("no point marked selected" in n for n in r.notes)
 
 
+def test_selection_never_falls_back_to_the_test_score(store, monkeypatch):
+    # two sft points for seed 0, none selected, no validation split: the better *test* score
+    # (sft/b, 4/4) must not be picked; the arm is left unselected with a visible note
+    pts = tiny_points()
+    for p in pts[2:]:
+        p["selected"] = False
+        p["scores"].pop("tooluse-val")
+    better_on_test = {"point": "sft/b/seed=0", "arm": "sft", "method": "sft", "seed": 0, "hparams": {"lr": 5e-5},
+                      "selected": False, "scores": {"tooluse": [1, 1, 1, 1]}}
+    r = load(build_run(store, pts + [better_on_test], benchmarks=TWO), store, n_boot=500)
+    assert any("arm sft" in n and "never selected on the test set" in n for n in r.notes)  # known at load
+    assert r.arm_points("sft") == []
+    nt = r.new_task_table().set_index("arm")
+    assert math.isnan(nt.loc["sft", "acc"]) and nt.loc["sft", "n_seeds"] == 0
+    assert r.paired("base", "sft", "tooluse") is None
+    # a lone point per seed is still used (nothing to choose), e.g. sdft here
+    assert r.arm_points("sdft") == ["sdft/a/seed=0"]
+    # `harness run`'s closing summary shows the note too
+    import io
+
+    from rich.console import Console
+
+    import harness.cli as cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=300))
+    cli._print_summary(r.run_id, store)
+    assert "note: arm sft" in buf.getvalue() and "never selected on the test set" in buf.getvalue()
+
+
+def _select(metric: str, groups: dict[str, float | None]) -> dict[str, bool]:
+    """Run `SuiteRunner._select` on meta points of one (arm, seed) with the given validation
+    accuracies (None = no validation evaluation)."""
+    from types import SimpleNamespace
+
+    from harness.pipeline import SuiteRunner
+
+    summaries = {f"val-{k}": {"summary": {"accuracy": v}} for k, v in groups.items() if v is not None}
+    fake = SimpleNamespace(suite=SimpleNamespace(selection=SimpleNamespace(metric=metric)),
+                           store=SimpleNamespace(get_eval=summaries.__getitem__))
+    pts = [{"point": k, "arm": "sft", "seed": 0, "train_key": f"t-{k}", "selected": False,
+            "evals": {"tooluse": f"test-{k}"} | ({"tooluse-val": f"val-{k}"} if v is not None else {})}
+           for k, v in groups.items()]
+    SuiteRunner._select(fake, pts)
+    return {p["point"]: p["selected"] for p in pts}
+
+
+def test_pipeline_select_by_validation_never_by_position_or_test():
+    assert _select("validation", {"a": 0.2, "b": 0.6, "c": 0.6}) == {"a": False, "b": True, "c": False}
+    # several points and nothing to select on: none selected (the first is not silently chosen)
+    assert _select("none", {"a": None, "b": None}) == {"a": False, "b": False}
+    assert _select("none", {"a": 0.2, "b": 0.6}) == {"a": False, "b": False}
+    assert _select("validation", {"a": 0.2, "b": None}) == {"a": False, "b": False}
+    assert _select("none", {"a": None}) == {"a": True}  # one point: nothing to choose
+
+
 def test_run_without_prior_or_teacher(store):
     rid = make_suite_run(store, benchmarks=(), with_teacher=False, n_tool=20, n_val=6)
     r = load(rid, store, n_boot=500)
@@ -215,3 +271,79 @@ def test_load_by_name_and_default_db(store, monkeypatch):
     rid = build_run(store, tiny_points(), benchmarks=TWO, name="named-suite")
     monkeypatch.setenv("HARNESS_DB", str(store.path))
     assert load("named-suite").run_id == rid
+
+
+IFE = TWO | {"ifeval": ("inst_level_loose_acc", 0.0)}
+IFE_W = [1, 2, 4, 3]  # instructions per prompt
+
+
+def ifeval_points() -> list[dict]:
+    """tiny_points plus IFEval with uneven instruction counts: base follows 3 of 10 instructions
+    (macro 0.458), sft 5 of 10 (macro 0.4375), sdft 5 of 10."""
+    pts = tiny_points()
+    for p, s in zip(pts[:1] + pts[2:], ([1.0, 0.5, 0.0, 1 / 3], [0.0, 0.5, 0.25, 1.0], [1.0, 1.0, 0.5, 0.0])):
+        p["scores"]["prior/ifeval"] = s
+        p["weights"] = {"prior/ifeval": IFE_W}
+    return pts
+
+
+def test_ifeval_is_the_micro_average_everywhere(store):
+    r = load(build_run(store, ifeval_points(), benchmarks=IFE), store, n_boot=2000)
+    m = r.metrics.set_index(["point", "task"])
+    base = m.loc[("base", "prior/ifeval")]
+    assert base["value"] == pytest.approx(0.3) and base["reported"] == pytest.approx(0.3)
+    v, lo, hi = M.ratio_ci([1.0, 0.5, 0.0, 1 / 3], IFE_W, n_boot=2000)
+    assert (base["lo"], base["hi"]) == pytest.approx((lo, hi))
+    # paired: ratio of sums on the shared denominators, +0.2 (the macro means would say -0.02)
+    c = r.paired("base", "sft", "prior/ifeval")
+    assert c["test"] == "ratio bootstrap" and c["diff"] == pytest.approx(0.2)
+    assert (c["ref_value"], c["value"]) == pytest.approx((0.3, 0.5))
+    bt = r.benchmark_table().set_index(["arm", "benchmark"])
+    assert bt.loc[("sft", "ifeval"), "diff"] == pytest.approx(0.2)
+    # the prior average uses the micro value: base (0.75 + 0.5 + 0.3)/3, sft (0.25 + 0.25 + 0.5)/3
+    P = r.points.set_index("point")
+    assert P.loc["base", "prior_avg"] == pytest.approx(1.55 / 3)
+    assert P.loc["sft/a/seed=0", "prior_avg"] == pytest.approx(1.0 / 3)
+    assert r.prior_change("base", "sft")["diff"] == pytest.approx(1.0 / 3 - 1.55 / 3)
+    assert r.prior_table().set_index("arm").loc["sft", "forgetting"] == pytest.approx(0.55 / 3)
+
+
+def test_ifeval_weights_from_the_stored_instruction_list(store):
+    # rows stored before the counts were recorded carry only lm-eval's instruction-level list
+    from fake_suite_run import add_eval
+
+    key = add_eval(store, "prior/ifeval", "base", [0.75, 0.0, 0.5])
+    store.conn.execute("UPDATE examples SET diagnostics=? WHERE eval_key=? AND idx=0",
+                       ('{"inst_level_loose_acc": [true, true, true, false]}', key))
+    store.conn.execute("UPDATE examples SET diagnostics=? WHERE eval_key=? AND idx=1",
+                       ('{"inst_level_loose_acc": [false]}', key))
+    store.conn.execute("UPDATE examples SET diagnostics=? WHERE eval_key=? AND idx=2",
+                       ('{"inst_level_loose_acc": [true, false]}', key))
+    store.conn.commit()
+    pts = [{"point": "base", "arm": "base", "method": "base", "seed": None, "hparams": {}, "selected": True,
+            "train_key": None, "checkpoint": None, "cost": {}, "evals": {"prior/ifeval": key}}]
+    meta = {"task": "tooluse", "points": pts,
+            "benchmarks": {"ifeval": {"metric": "inst_level_loose_acc", "chance": 0.0, "in_average": True}}}
+    rid = store.new_run("suite", name="old", meta=meta)
+    store.finish_run(rid)
+    r = load(rid, store, n_boot=500)
+    assert r.value("base", "prior/ifeval") == pytest.approx(4 / 7)
+    assert r.item_weights("prior/ifeval") == {"0": 4.0, "1": 1.0, "2": 2.0}
+
+
+def test_seed_change_resamples_seeds_and_items(store):
+    # sft: two seeds that disagree on the new task; sdft: one seed
+    sft1 = {"point": "sft/a/seed=1", "arm": "sft", "method": "sft", "seed": 1, "hparams": {"lr": 1e-5},
+            "scores": {"tooluse": [0, 0, 1, 1], "prior/hellaswag": [1, 1, 0, 0], "prior/winogrande": [0, 0, 1, 0]}}
+    sdft1 = {"point": "sdft/a/seed=1", "arm": "sdft", "method": "sdft", "seed": 1, "hparams": {"lr": 1e-5},
+             "scores": {"tooluse": [1, 1, 1, 1], "prior/hellaswag": [1, 1, 1, 0], "prior/winogrande": [1, 1, 1, 0]}}
+    r = load(build_run(store, tiny_points([sft1, sdft1]), benchmarks=TWO), store, n_boot=2000)
+    c = r.seed_change("sft", "sdft", ["tooluse"])
+    # sft seeds 2/4 and 2/4, sdft 3/4 and 4/4 -> +0.375; per-seed differences 0.25 and 0.5
+    assert c["diff"] == pytest.approx(0.375) and (c["n_seeds_ref"], c["n_seeds_arm"]) == (2, 2)
+    m, lo, hi = M.seed_ci([0.25, 0.5])
+    assert (c["seed_lo"], c["seed_hi"]) == pytest.approx((lo, hi)) and c["n_seed_pairs"] == 2
+    assert c["lo"] <= 0.375 <= c["hi"]
+    avg = r.seed_change("sft", "sdft", r.average_tasks)
+    assert avg["diff"] == pytest.approx(r.arm_prior_avg("sdft") - r.arm_prior_avg("sft"))
+    assert r.seed_change("sft", "sdft", ["prior/nope"]) is None

@@ -49,6 +49,18 @@ def test_bad_json_block_among_good_ones_keeps_the_good_ones():
     assert s.correct and s.n_input_blocks == 2 and s.n_input_parsed == 1
 
 
+@pytest.mark.parametrize("block", [
+    '{"days": ' + "9" * 5000 + "}",            # beyond Python's int-string limit: ValueError
+    '{"days": ' + "[" * 100000 + "}",          # deeper than the recursion limit: RecursionError
+], ids=["huge-integer", "deep-nesting"])
+def test_degenerate_block_is_skipped_like_bad_json(block):
+    # a degenerate sampled output must not stop the evaluation: the block counts as unparsable
+    # and the good block before it still scores
+    r = 'Action: getWeather\nAction Input: {"city": "Paris", "days": 3}\nAction Input: ' + block
+    s = score(r, G1)
+    assert s.correct and s.n_input_blocks == 2 and s.n_input_parsed == 1
+
+
 def test_nested_object_cannot_be_parsed_non_greedy():
     gold = [{"Action": "createUser", "Action_Input": '{"user": {"name": "Ann"}}'}]
     r = 'Action: createUser\nAction Input: {"user": {"name": "Ann"}}'

@@ -3,7 +3,8 @@
 The headline metric reproduces the authors' `eval_tooluse.py` exactly (see method.md):
 - predicted actions: `re.findall(r'Action:\\s*(\\w+)', response)`;
 - predicted inputs: every `re.findall(r'Action Input:\\s*({.*?})', response, re.DOTALL)` block is
-  `json.loads`-ed (failures skipped) and merged in order with `dict.update`;
+  `json.loads`-ed (failures skipped, including over-long integers and over-deep nesting) and
+  merged in order with `dict.update`;
 - gold: the Action names and the merged dict of `json.loads(Action_Input)`;
 - correct iff `Counter(pred_actions) == Counter(gold_actions)` and the merged dicts are equal.
 Known quirks kept on purpose: a gold action such as `[Optional]updateUserProfile` can never match
@@ -36,7 +37,11 @@ def parse_inputs(text: str) -> tuple[dict, int, int]:
     for b in blocks:
         try:
             obj = json.loads(b)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
+            # JSONDecodeError is a ValueError; a degenerate block (an integer beyond Python's
+            # int-string limit, nesting deeper than the recursion limit) is as unparsable as bad
+            # JSON and must not stop an evaluation. No stored score changes (these blocks used to
+            # raise), so SCORER_VERSION stays.
             continue
         if isinstance(obj, dict):  # the authors' dict.update would raise on a non-dict
             merged.update(obj)
