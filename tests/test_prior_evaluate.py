@@ -86,6 +86,10 @@ def test_evaluate_records_everything_and_reruns_from_cache(tiny_model, suite_fil
     ex = store.examples(res["hellaswag"]["eval_key"])[0]
     assert len(ex["diagnostics"]["loglikelihoods"]) == 4 and "acc_norm" in ex["diagnostics"]
     assert "inst_level_loose_acc" in store.examples(res["ifeval"]["eval_key"])[0]["diagnostics"]
+    # IFEval's headline is micro: sum followed / sum instructions, recoverable from the stored counts
+    diags = [e["diagnostics"] for e in store.examples(res["ifeval"]["eval_key"])]
+    assert sum(d["n_followed"] for d in diags) / sum(d["n_instructions"] for d in diags) == \
+        pytest.approx(res["ifeval"]["value"])
     assert isinstance(prior_average(res), float)
 
     # same model, same suite: nothing recomputed, identical numbers
@@ -180,3 +184,31 @@ def test_weights_changed_in_place_are_a_new_model(tiny_model, suite_file, data_d
     second = evaluate_prior(model, tok, **kw)
     assert counter.calls == ["winogrande", "winogrande"]
     assert first["winogrande"]["eval_key"] != second["winogrande"]["eval_key"]
+
+
+def _ifeval_samples(lists):
+    """lm-eval log_samples records of IFEval-like documents with instruction-level lists."""
+    return [{"doc_id": i, "filter": "none", "doc_hash": f"d{i}", "prompt_hash": f"p{i}", "target": None,
+             "metrics": ["inst_level_loose_acc"], "inst_level_loose_acc": lst, "filtered_resps": ["answer"],
+             "resps": [["answer"]]} for i, lst in enumerate(lists)]
+
+
+def test_ifeval_rows_keep_instruction_counts_and_the_stderr_is_clustered():
+    from types import SimpleNamespace
+
+    from harness import metrics as M
+
+    lists = [[True, True, True, False], [False], [True, False]]  # micro 4/7, macro (0.75 + 0 + 0.5) / 3
+    bundle = SimpleNamespace(sample_keys={"ifeval": "train"})
+    prepared = SimpleNamespace(ids=["a", "b", "c"], part_ids={"train": ["a", "b", "c"]})
+    rows = ev._example_rows(bundle, prepared, {"ifeval": _ifeval_samples(lists)}, "inst_level_loose_acc,none")
+    assert [r["score"] for r in rows] == [0.75, 0.0, 0.5]
+    assert [(r["diagnostics"]["n_followed"], r["diagnostics"]["n_instructions"]) for r in rows] == \
+        [(3, 4), (0, 1), (1, 2)]
+    w = [r["diagnostics"]["n_instructions"] for r in rows]
+    assert M.weighted_mean([r["score"] for r in rows], w) == pytest.approx(4 / 7)
+    # clustered (ratio-estimator) stderr by hand: k = followed, m = instructions, p = 4/7
+    p = 4 / 7
+    by_hand = (3 / 2 * ((3 - 4 * p) ** 2 + (0 - p) ** 2 + (1 - 2 * p) ** 2)) ** 0.5 / 7
+    se = ev._cluster_stderr(_ifeval_samples(lists), "inst_level_loose_acc")
+    assert se == pytest.approx(by_hand)

@@ -1,5 +1,10 @@
 """Parity: the harness's numbers equal the standalone `lm_eval` CLI's on the same configs and items.
 
+The harness scores log-likelihoods with its shared-context scorer by default, which agrees with stock
+`HFLM` only to float rounding (tests/test_prior_scorer.py checks that to 1e-4 nats). This test is about
+everything around the model call (task configs, item selection, metric extraction, stored items), so
+it runs the harness with stock `HFLM` and demands equality to the last digit.
+
 Slow (a real model, both sides evaluated): run with `pytest -m slow tests/test_prior_parity.py`.
 """
 
@@ -23,8 +28,15 @@ def test_harness_equals_lm_eval_cli(tmp_path, data_dir, monkeypatch):
     from harness.prior.parity import compare, run_cli
     from harness.store import Store
 
+    from lm_eval.models.huggingface import HFLM
+
+    from harness.prior import scorer
+
     torch.set_num_threads(1)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(scorer, "make_lm", lambda m, t, batch_size=8, **kw: HFLM(pretrained=m, tokenizer=t,
+                                                                                 batch_size=batch_size, **kw))
+    monkeypatch.setattr(scorer, "SCORER_ID", "stock-hflm")
     folder = materialise(SMOKE_MODEL)
     model, tok = load_model(str(folder))
     suite = tmp_path / "suite.yaml"

@@ -6,10 +6,10 @@
 
 Each benchmark is one lm-eval call on a generated task folder (see `tasks.py`) and one evaluation
 row in the store, keyed by a content hash of the weights, the task config, the data subset, n-shot,
-chat template, metric and lm-eval version. A complete row is a cache hit: re-running the same model
-recomputes nothing, a different model never reuses answers, and an interrupted run re-does only
-the benchmarks that had not finished. lm-eval's own `use_cache` is never used: it keys on request
-text only, so two checkpoints would share answers.
+chat template, metric, lm-eval version and scorer (`scorer.SCORER_ID`). A complete row is a cache
+hit: re-running the same model recomputes nothing, a different model never reuses answers, and an
+interrupted run re-does only the benchmarks that had not finished. lm-eval's own `use_cache` is
+never used: it keys on request text only, so two checkpoints would share answers.
 
 The key leaves out the caller's label (the same weights under another label reuse the row, which
 keeps the first label) and the batch size and device (they move log-likelihoods only in the last
@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from ..hashing import forget_model_hash, hash_model, hash_obj
 from ..paths import data_dir as resolve_data_dir
 from ..store import Store
+from . import scorer as scorer_mod
 from . import tasks as task_mod
 from .data import Prepared, prepare
 from .suite import DEFAULT_SUITE, load_suite
@@ -105,14 +106,14 @@ def _per_doc(value: Any) -> float:
 
 def _cluster_stderr(samples: list[dict], metric: str) -> float | None:
     """Stderr of a micro-averaged list metric (IFEval instruction level), clustered by prompt:
-    lm-eval reports none for it. Ratio-estimator variance over documents."""
-    ks = [sum(map(float, s[metric])) for s in samples]
-    ms = [len(s[metric]) for s in samples]
-    n, total = len(ks), sum(ms)
-    if n < 2 or total == 0:
+    lm-eval reports none for it (`metrics.ratio_stderr`; prompts without instructions carry no
+    weight and are left out)."""
+    from ..metrics import ratio_stderr
+
+    pairs = [(_per_doc(s[metric]), len(s[metric])) for s in samples if len(s[metric])]
+    if len(pairs) < 2:
         return None
-    p = sum(ks) / total
-    return math.sqrt(n / (n - 1) * sum((k - p * m) ** 2 for k, m in zip(ks, ms))) / total
+    return ratio_stderr([p for p, _ in pairs], [m for _, m in pairs])
 
 
 def _fallback_stderr(bundle: TaskBundle, samples: dict, rows: list[dict], lm_key: str):
@@ -150,7 +151,11 @@ def _example_rows(bundle: TaskBundle, prepared: Prepared, samples: dict, lm_key:
                     if (m, f) != (metric, filt):
                         diagnostics[m if f == filt else f"{m},{f}"] = s.get(m)
             if metric in head and isinstance(head[metric], (list, tuple)):
+                # a list metric (IFEval's instruction level) is micro-averaged: keep the counts so
+                # results can weight each prompt by its instructions (sum followed / sum given)
                 diagnostics[metric] = list(head[metric])
+                diagnostics["n_followed"] = float(sum(map(float, head[metric])))
+                diagnostics["n_instructions"] = len(head[metric])
             resp = head.get("filtered_resps")
             if isinstance(resp, list) and resp and isinstance(resp[0], (list, tuple)):
                 lls = [float(r[0]) for r in resp]  # multiple choice: (loglikelihood, is_greedy)
@@ -263,7 +268,7 @@ def _plans(model_hash, suite, names, settings_of, ddir, limit, lm_version) -> li
                              task_config=bundle.config_hash, data_hash=prepared.data_hash,
                              item_ids=hash_obj(prepared.ids, n=32), n_shot=n_shot,
                              chat_template=bool(settings.get("chat_template", False)),
-                             metric=lm_key, lm_eval=lm_version, seed=suite.seed)
+                             metric=lm_key, lm_eval=lm_version, seed=suite.seed, scorer=scorer_mod.SCORER_ID)
         plans.append((name, settings, lim, prepared, bundle, lm_key, key))
     return plans
 
@@ -301,11 +306,9 @@ def _evaluate_plans(plans, model, tokenizer, *, loader=None, model_label, model_
         if progress:
             progress("start", name, {"n": len(prepared.ids)})
         if lm is None:
-            from lm_eval.models.huggingface import HFLM
-
             if model is None:
                 model, tokenizer = loader()
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+            lm = scorer_mod.make_lm(model, tokenizer, batch_size=batch_size)  # one forward per shared context
         gen = task_mod.generation_kwargs(BENCHMARKS[name], settings)
         record = {"benchmark": name, "lm_eval_task": bundle.task_name, "task_config_hash": bundle.config_hash,
                   "n_shot": int(settings.get("n_shot", 0)), "chat_template": bool(settings.get("chat_template", False)),
@@ -313,7 +316,8 @@ def _evaluate_plans(plans, model, tokenizer, *, loader=None, model_label, model_
                   "limit": lim, "seed": suite.seed, "n_total": prepared.total, "item_ids": prepared.ids,
                   "data_files": sorted(p.name for files in prepared.files.values() for p in files.values()),
                   "sources": [str(p) for p in prepared.sources], "generation_kwargs": gen,
-                  "batch_size": batch_size, "suite": str(suite.path), "prior_version": PRIOR_VERSION}
+                  "batch_size": batch_size, "suite": str(suite.path), "prior_version": PRIOR_VERSION,
+                  "scorer": scorer_mod.SCORER_ID}
         if name == "humaneval":
             record["sandbox"] = {"timeout_s": settings.get("timeout_s", 10.0),
                                  "memory_mb": settings.get("memory_mb", 1024)}

@@ -1,0 +1,220 @@
+"""Log-likelihood scoring for lm-eval with one forward per shared context.
+
+Why: lm-eval's `HFLM` scores a multiple-choice item by running the whole context once per choice
+(TruthfulQA mc1 repeats its 6-shot primer for about 8 choices, HellaSwag its context for 4 endings)
+and projects every position of every row onto the full vocabulary, although only the continuation
+positions are read. `SharedContextHFLM` is an `HFLM` whose `_loglikelihood_tokens` instead
+
+1. groups requests by their (left-truncated) context token ids — lm-eval's own ids, so the
+   tokenisation is exactly stock `HFLM`'s;
+2. runs each distinct context once, keeping its KV cache and the logits of its last position only
+   (`logits_to_keep=1`): those score the first token of every continuation, so single-token choices
+   (MMLU's " A"/" B"/...) cost one forward per item, as with lm-eval's one-token logits cache;
+3. scores the remaining tokens of all multi-token continuations of that context as one right-padded
+   batch on a copy of the cache repeated per row, projecting onto the vocabulary only the real
+   (non-padding) positions (`logits_to_keep` as a boolean mask). Right padding needs no attention
+   mask: causal attention never lets a real position see the padding after it.
+
+Everything else is `HFLM`'s: model and tokenizer handling, `max_length`, autocast
+(`mixed_precision_dtype`), `softmax_dtype`, generation (`generate_until` is untouched) and the
+caching hook (`cache_hook.add_partial("loglikelihood", ...)`). The result is what `HFLM` returns,
+`(sum of continuation log-probs, is_greedy)` per request in the original order; it equals stock
+`HFLM`'s up to float rounding (other matmul shapes: ~1e-6 nats per token in float32, a few 1e-5
+summed over a long continuation), which is why results are keyed by `SCORER_ID`. A context
+longer than the window is left-truncated exactly as `HFLM` does: the last `max_length + 1` tokens
+of context+continuation, minus the last, are the model input, so choices of different lengths can
+see different context starts and then simply form different groups.
+
+The rolling (perplexity) path and seq2seq models go to stock `HFLM`, as do models whose forward
+takes no `logits_to_keep`.
+
+Importing this module does not import lm-eval (which must come after `offline_env`); the class is
+built on first access of `SharedContextHFLM`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from functools import lru_cache
+from typing import Any
+
+SCORER_ID = "shared-context-1"  # part of every prior evaluation key; bump when scores could change
+
+log = logging.getLogger(__name__)
+
+Request = tuple[Any, list[int], list[int]]  # ((context str, continuation str) | None, ctx ids, cont ids)
+
+
+class SharedContextScoring:
+    """The scoring method, as a mixin over lm-eval's `HFLM` (see the module docstring)."""
+
+    def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
+                              override_bs: int | None = None) -> list[tuple[float, bool]]:
+        if self.backend != "causal" or override_bs is not None or not self._accepts_logits_to_keep():
+            # override_bs: loglikelihood_rolling's disjoint windows share no context
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        from tqdm import tqdm
+
+        groups = self._group_by_context(requests)
+        rows = self.batch_size if isinstance(self.batch_size, int) and self.batch_size > 0 else None
+        res: list[tuple[float, bool] | None] = [None] * len(requests)
+        pbar = tqdm(total=len(requests), disable=(disable_tqdm or self.rank != 0),
+                    desc="Running loglikelihood requests (shared context)")
+        for prefix, members in groups:
+            for i, answer in self._score_group(prefix, [requests[i][2] for i in members], members, rows):
+                res[i] = answer
+                if requests[i][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+                pbar.update(1)
+        pbar.close()
+        return res  # type: ignore[return-value]
+
+    def _group_by_context(self, requests: list[Request]) -> list[tuple[list[int], list[int]]]:
+        """[(context ids as the model sees them, request indices)], longest work first (as HFLM:
+        memory errors surface at once)."""
+        window = self.max_length
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, ctx, cont) in enumerate(requests):
+            if not ctx or not cont or len(cont) > window:
+                raise ValueError(f"loglikelihood request {i}: needs a non-empty context and a continuation "
+                                 f"of 1..{window} tokens (got {len(ctx)} and {len(cont)})")
+            total = len(ctx) + len(cont)
+            if total > window + 1:
+                log.warning("Combined length of context (%d) and continuation (%d) exceeds the model's "
+                            "maximum length (%d). Truncating %d tokens from the left.",
+                            len(ctx), len(cont), window, total - window + 1)
+            seq = (ctx + cont)[-(window + 1):]
+            groups.setdefault(tuple(seq[: len(seq) - len(cont)]), []).append(i)
+        work = lambda kv: -(len(kv[0]) + max(len(requests[i][2]) for i in kv[1]))  # noqa: E731
+        return [(list(p), m) for p, m in sorted(groups.items(), key=work)]
+
+    def _score_group(self, prefix: list[int], conts: list[list[int]], members: list[int],
+                     rows: int | None):
+        """Yield (request index, (logprob sum, is_greedy)) for continuations `conts` of `prefix`."""
+        import torch
+        import torch.nn.functional as F
+
+        # one row per distinct multi-token continuation (duplicates reuse its scores)
+        first_of = {tuple(cont): k for k, cont in reversed(list(enumerate(conts)))}
+        multi = [k for k, cont in enumerate(conts) if len(cont) > 1 and first_of[tuple(cont)] == k]
+        ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+        out = self._forward(ids, None, 1, use_cache=bool(multi))
+        first = F.log_softmax(out.logits[0, -1], dim=-1, dtype=self.softmax_dtype)  # [vocab]
+        first_greedy = int(first.argmax())
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        # per request: log-probs of its tokens (first from the context's last position)
+        token_lps: dict[int, list[torch.Tensor]] = {}
+        greedy: dict[int, bool] = {}
+        for k, cont in enumerate(conts):
+            token_lps[k] = [first[cont[0]].reshape(1)]
+            greedy[k] = first_greedy == cont[0]
+        step = rows or len(multi) or 1
+        for start in range(0, len(multi), step):
+            chunk = multi[start:start + step]
+            feed = [conts[k][:-1] for k in chunk]  # token t predicts token t+1
+            width = max(len(f) for f in feed)
+            inp = torch.full((len(chunk), width), int(feed[0][0]), dtype=torch.long, device=self.device)
+            keep = torch.zeros((len(chunk), width), dtype=torch.bool, device=self.device)
+            for r, f in enumerate(feed):
+                inp[r, :len(f)] = torch.tensor(f, dtype=torch.long, device=self.device)
+                keep[r, :len(f)] = True
+            last = start + step >= len(multi)
+            rep = cache if last else copy.deepcopy(cache)  # the forward appends to the cache
+            rep.batch_repeat_interleave(len(chunk))
+            logits = self._forward(inp, rep, keep, use_cache=True).logits  # [n real positions, vocab]
+            del rep
+            if logits.shape[:-1] != (int(keep.sum()),):
+                raise RuntimeError(f"{type(self.model).__name__}: logits_to_keep as a boolean mask returned "
+                                   f"shape {tuple(logits.shape)}; this scorer needs transformers' "
+                                   "slice_logits_to_keep semantics")
+            lps = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+            offset = 0
+            for k, f in zip(chunk, feed):
+                part = lps[offset:offset + len(f)]
+                offset += len(f)
+                target = torch.tensor(conts[k][1:], dtype=torch.long, device=part.device)
+                token_lps[k].append(part.gather(1, target[:, None])[:, 0])
+                greedy[k] = greedy[k] and bool((part.argmax(dim=-1) == target).all())
+        for k, i in enumerate(members):
+            u = first_of[tuple(conts[k])]
+            yield i, (float(torch.cat(token_lps[u]).sum()), bool(greedy[u]))
+
+    def _forward(self, input_ids, cache, logits_to_keep, use_cache: bool):
+        """One model call under HFLM's no-grad/autocast settings (as its `_model_call`)."""
+        import torch
+
+        cache_kw = "cache" if "cache" in self._forward_params() else "past_key_values"  # renamed in 5.x
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                                             enabled=self.mixed_precision_dtype is not None):
+            return self.model(input_ids=input_ids, use_cache=use_cache, logits_to_keep=logits_to_keep,
+                              **{cache_kw: cache})
+
+    def _forward_params(self) -> frozenset[str]:
+        model = self.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+        return _params(type(base))
+
+    def _accepts_logits_to_keep(self) -> bool:
+        ok = "logits_to_keep" in self._forward_params()
+        if not ok and not getattr(self, "_warned_no_keep", False):
+            log.warning("%s.forward takes no logits_to_keep: scoring with stock HFLM", type(self.model).__name__)
+            self._warned_no_keep = True
+        return ok
+
+
+@lru_cache(maxsize=None)
+def _params(model_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+@lru_cache(maxsize=None)
+def _build_class() -> type:
+    from lm_eval.models.huggingface import HFLM
+
+    return type("SharedContextHFLM", (SharedContextScoring, HFLM),
+                {"__module__": __name__, "__doc__": "lm-eval `HFLM` with one forward per shared context "
+                 "for log-likelihood requests (see `harness.prior.scorer`)."})
+
+
+def __getattr__(name: str):
+    if name == "SharedContextHFLM":
+        return _build_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_lm(model, tokenizer, batch_size: int = 8, **kwargs):
+    """The harness's lm-eval model for an in-memory model: `SharedContextHFLM`."""
+    return _build_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
+
+
+def benchmark_requests(benchmark: str, data_dir, limit: int | None, suite_path=None, lm=None) -> list[tuple[str, Any]]:
+    """[(lm-eval task name, Instance)]: the requests lm-eval builds for the harness's own task
+    bundle of `benchmark` (suite settings, the seeded subset of `limit` items), as `evaluate_prior`
+    would run them; for parity tests and benchmarks of scorers. `lm` supplies the chat template
+    when the suite asks for one."""
+    from ..paths import data_dir as resolve_data_dir
+    from . import tasks as task_mod
+    from .data import prepare
+    from .evaluate import offline_env
+    from .suite import load_suite
+
+    ddir = resolve_data_dir(data_dir)
+    offline_env(ddir)
+    from lm_eval.tasks import TaskManager
+
+    suite = load_suite(suite_path)
+    settings = suite.settings(benchmark)
+    chat = bool(settings.get("chat_template", False))
+    if chat and lm is None:
+        raise ValueError(f"{benchmark}: the suite applies a chat template; pass the lm that renders it")
+    bundle = task_mod.build(task_mod.BENCHMARKS[benchmark], prepare(benchmark, ddir, limit, suite.seed), settings)
+    tm = TaskManager(include_path=[str(p) for p in bundle.include_paths], include_defaults=False)
+    out = []
+    for name, task in tm.load([bundle.task_name])["tasks"].items():
+        task.build_all_requests(limit=None, rank=0, world_size=1, apply_chat_template=chat,
+                                chat_template=lm.apply_chat_template if chat else None,
+                                tokenizer_name=lm.tokenizer_name if chat else "")
+        out += [(name, inst) for inst in task.instances]
+    return out
