@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .drift_probe import TASK as DRIFT_TASK
 from .evaluate import EvalRequest, eval_key as tooluse_eval_key, evaluate, hf_backend_factory
 from .generation import GenerationSettings
 from .models import fingerprint
 from .paths import data_dir as resolve_data_dir
+from .precision import resolve_dtype
 from .store import Store
 from .suite import Suite, arm_configs, load_suite
 from .tasks import tooluse as tu
@@ -65,7 +67,7 @@ def _load_split(spec, data_dir: Path, where: str) -> tu.LoadResult:
             raise ConfigError(f"{where}.exclude: removes every item of {spec.split}")
     if spec.limit is not None and spec.limit > len(records):
         raise ConfigError(f"{where}.limit: {spec.limit} is more than the {len(records)} items available")
-    records = tu.subset(records, spec.limit)
+    records = tu.subset(records, spec.limit, spec.sample, spec.seed)
     return tu.LoadResult(records, loaded.skipped, loaded.path, tu.records_hash(records))
 
 
@@ -104,6 +106,9 @@ class SuiteRunner:
         something is read or written, so bad input leaves no file behind."""
         self.suite_path = Path(suite_path)
         self.suite = load_suite(suite_path, overrides)
+        # `dtype: auto` becomes concrete here, once, before any key is computed
+        self.precision = resolve_dtype(self.suite.dtype, self.suite.device)
+        self.suite.dtype = self.precision.dtype
         self._store = db if isinstance(db, Store) else None
         self.db_path = Path(db.path) if isinstance(db, Store) else Path(db)
         self.data_dir = resolve_data_dir(data_dir)
@@ -147,6 +152,9 @@ class SuiteRunner:
             if self.suite.prior is not None and p.method != "teacher":
                 rows.append({"point": p.name, "step": "prior suite",
                              "cached": mh is not None and self._prior_cached(p, mh)})
+            if self.suite.drift_probe is not None and p.cfg is not None:
+                rows.append({"point": p.name, "step": "drift probe",
+                             "cached": mh is not None and self.store.get_eval(self._drift_key(p)) is not None})
         return rows
 
     def prior_model_hash(self, spec: str) -> str:
@@ -208,6 +216,32 @@ class SuiteRunner:
         return evaluate_prior(load, None, model_label=p.name, store=self.store, model_hash=mh,
                               batch_size=pr.batch_size, run_id=run_id, **self._prior_kwargs())
 
+    def _drift_key(self, p: Point) -> str:
+        from .drift_probe import probe_items, probe_key
+
+        dp = self.suite.drift_probe
+        return probe_key(self.prior_model_hash(self.suite.model), self.prior_model_hash(self.spec_of(p)),
+                         probe_items(self.data_dir, dp.n_per_source), dp.new_tokens)
+
+    def eval_drift(self, p: Point, run_id: str) -> dict:
+        """KL(base ‖ point) per token on the general-text probe (`harness.drift_probe`), both models
+        loaded as the prior suite loads them (suite dtype, adapters merged)."""
+        from .drift_probe import evaluate_drift
+        from .models import load_model
+
+        dp = self.suite.drift_probe
+        dtype = "float32" if self.suite.dtype == "bf16-autocast" else self.suite.dtype
+        spec = self.spec_of(p)
+
+        def loader(s):
+            return lambda: load_model(s, dtype=dtype, device=self.suite.device, merge_adapter=True)
+
+        self.log(f"drift probe {p.name}")
+        return evaluate_drift(loader(self.suite.model), loader(spec), arm_label=p.name, store=self.store,
+                              ref_hash=self.prior_model_hash(self.suite.model), arm_hash=self.prior_model_hash(spec),
+                              data_dir=self.data_dir, n_per_source=dp.n_per_source, new_tokens=dp.new_tokens,
+                              batch_size=dp.batch_size, run_id=run_id, model_desc=spec)
+
     def _bar(self, label):
         return self.progress_factory(label) if self.progress_factory else None
 
@@ -224,7 +258,8 @@ class SuiteRunner:
         suite_dict = json.loads(self.suite.model_dump_json())
         run_id = self.store.new_run("suite", name=self.suite.name, config=suite_dict,
                                     meta={"suite": self.suite.name, "suite_path": str(self.suite_path),
-                                          "skipped": self.skipped_records()})
+                                          "skipped": self.skipped_records(), **self.precision_meta()})
+        self.log(f"dtype {self.precision.describe()}")
         with self.store.failing_run(run_id):
             meta_points = self._run_points(run_id)
             self._select(meta_points)
@@ -235,6 +270,13 @@ class SuiteRunner:
                                                 "model": self.suite.model, "paper_model": PAPER_MODEL,
                                                 "task": self.suite.task.name, "wall_s": time.perf_counter() - t0})
         return run_id
+
+    def precision_meta(self) -> dict:
+        """How the suite's dtype (and each trained arm's bf16 autocast) was chosen, for the run record:
+        summaries and reports show it, because numbers differ across dtypes."""
+        train = {p.name: f"{'on' if p.cfg.bf16 else 'off'}, {p.cfg.precision.describe()}" for p in self.points
+                 if p.cfg is not None and p.cfg.precision is not None}
+        return {"precision": self.precision.to_dict(), "train_precision": train}
 
     def skipped_records(self) -> dict[str, list[dict]]:
         """Records that `skip_invalid: true` dropped, per split (file, record, problem): stored in
@@ -266,23 +308,31 @@ class SuiteRunner:
                     entry["evals"][f"prior/{bench}"] = r["eval_key"]
                     entry.setdefault("benchmarks", {})[bench] = {"metric": r["metric"], "chance": r["chance"],
                                                                  "in_average": r.get("in_average", True)}
+            if self.suite.drift_probe is not None and p.cfg is not None:
+                entry["evals"][DRIFT_TASK] = self.eval_drift(p, run_id)["eval_key"]
             meta_points.append(entry)
             self.store.update_run_meta(run_id, points=meta_points)
         return meta_points
 
     def _select(self, pts: list[dict]) -> None:
-        """Best point per (arm, seed) by validation accuracy (first wins ties); without a
-        validation split every (single) point is selected."""
+        """Best point per (arm, seed) by validation accuracy (first wins ties). A single point
+        is selected (there is nothing to choose). Several points without validation scores
+        (`selection.metric: none`) are all left unselected: picking one would be arbitrary, and
+        picking by test score would report a selected-on-test number; `results` then notes the
+        arm as unselected instead of summarising it."""
         groups: dict[tuple, list[dict]] = {}
         for e in pts:
             if e["train_key"]:
                 groups.setdefault((e["arm"], e["seed"]), []).append(e)
         for group in groups.values():
-            if "tooluse-val" in group[0]["evals"] and self.suite.selection.metric == "validation":
+            if len(group) == 1:
+                best = group[0]
+            elif (self.suite.selection.metric == "validation"
+                  and all("tooluse-val" in e["evals"] for e in group)):
                 def acc(e):
                     return self.store.get_eval(e["evals"]["tooluse-val"])["summary"]["accuracy"]
                 best = max(group, key=acc)
             else:
-                best = group[0]
+                best = None
             for e in group:
                 e["selected"] = e is best
