@@ -10,11 +10,20 @@ Claims (Shenfeld et al., arXiv 2601.19897; numbers for Qwen2.5-7B-Instruct on to
     base model (paper: 100% vs 42.9%). Measured: teacher - base accuracy on the same items; test:
     exact McNemar p with the Agresti-Min 95% interval (`metrics.paired_test`).
 (b) SDFT new-task accuracy >= SFT (paper: 70.6 vs 63.2). Measured: SDFT - SFT on the same items,
-    selected points (best validation), seeds averaged per item; McNemar / Agresti-Min for 0/1
-    scores, paired bootstrap when seed-averaging makes scores fractional.
+    selected points (best validation). One seed per arm: McNemar / Agresti-Min for 0/1 scores.
 (c) SDFT forgets less than SFT (paper: prior average 65.4 vs 56.0). Measured: SDFT prior average -
-    SFT prior average (= SFT forgetting - SDFT forgetting), paired bootstrap over items within each
-    benchmark of the unweighted average (`metrics.prior_average_change_ci`).
+    SFT prior average (= SFT forgetting - SDFT forgetting). One seed per arm: paired bootstrap over
+    items within each benchmark of the unweighted average (IFEval as its micro average, a ratio).
+(b), (c) with >= 2 seeds in either arm: a test on seed-averaged items ignores training randomness,
+    so the interval is the seeds-then-items bootstrap (`Results.seed_change`,
+    `metrics.hierarchical_change_ci`), and because a bootstrap of 2-3 seeds understates their
+    spread, "supported" / "contradicted" also need the across-seed t interval of the per-seed
+    differences (seeds paired by number) to lie on the same side of 0; otherwise inconclusive.
+(c-drift) SDFT moves less from the base model than SFT on general text (paper: KL to the base policy,
+    SFT 1.26 nats, teacher 0.68, on the task's outputs). Measured: SFT - SDFT of KL(base ‖ arm) per
+    token on the general-text drift probe (`harness.drift_probe`: fixed GSM8K / ARC-Challenge
+    prompts, the base model's greedy continuations, so both arms are scored on the same tokens);
+    paired bootstrap over prompts (seeds-then-prompts with >= 2 seeds, as (b) and (c)).
 (d) cost: SDFT takes about 2.5x the FLOPs (d-flops) and about 4x the wall-clock (d-wall) of SFT.
     Measured: SDFT/SFT ratio (`Results.cost_ratio`: matched grid points when both arms trained
     the same hyper-parameters and seeds, else per optimizer step).
@@ -24,12 +33,18 @@ Verdict rules (95% two-sided intervals; one verdict per row):
 (a)-(c), the claim says the difference D is > 0 (the "claim's side"):
     supported      the interval lies entirely above 0 (lo > 0)
     contradicted   the interval lies entirely below 0 (hi < 0)
+    equivalent within the margin   (b), (c), (c-drift) only: the interval contains 0 but lies
+                   inside (-margin, +margin), i.e. "no difference larger than the margin" at 95%;
+                   margins per claim id in the suite's `claims.margins` (defaults `DEFAULT_MARGINS`:
+                   5 pp for (b), 2 pp for (c), 0.01 nats for (c-drift))
     inconclusive at this sample size   otherwise (the interval contains 0)
     Only the direction is tested; the magnitude is shown beside the paper's (a 7B model's).
 (d), the claim says the ratio R is about C (C = 2.5 or 4); tolerance band [C / 1.5, C x 1.5]
     (FLOPs [1.67, 3.75], wall-clock [2.67, 6.0]); interval = the ratio's 95% interval, or the ratio
-    itself when there is no interval (one measurement per arm; FLOPs are counted, not timed, so a
-    point is exact for them, while a single timing is flagged in the note):
+    itself when there is no interval (one measurement per arm; FLOPs are not timed, so one value
+    per arm is not noisy the way a single timing is, but it is an *estimate* -- 2N per forward-only
+    token and 6N per trained token, with the teacher's and the student's forwards counted alike and
+    prefill and LoRA backward approximated -- and the note says so; a single timing is flagged too):
     supported      the interval lies inside the band
     contradicted   the interval lies entirely outside the band (all below or all above it)
     inconclusive at this sample size   otherwise (the interval straddles a band edge)
@@ -42,24 +57,37 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .drift_probe import TASK as DRIFT_TASK
 from .paper import CLAIMS, PAPER_LABEL, table5_row
 
 SUPPORTED = "supported"
 CONTRADICTED = "contradicted"
+EQUIVALENT = "equivalent within the margin"
 INCONCLUSIVE = "inconclusive at this sample size"
 NOT_MEASURED = "not measured"
-VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)
+VERDICTS = (SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE, NOT_MEASURED)
+#: Default equivalence margins per claim id (fractions for pp claims, nats for drift); a suite's
+#: `claims.margins` overrides them. An interval inside ±margin answers "no difference larger than
+#: the margin", which is an answer, unlike "inconclusive".
+DEFAULT_MARGINS = {"b": 0.05, "c": 0.02, "c-drift": 0.01}
 COST_TOLERANCE = 1.5  # multiplicative band around the paper's cost ratios
+#: How the training loop counts FLOPs (harness/train/loop.py): shown wherever FLOPs are.
+FLOPS_ESTIMATE = ("FLOPs are an estimate (2N per forward-only token, 6N per trained token; teacher and "
+                  "student forwards counted alike, prefill and LoRA backward approximated), not a measurement")
 
 
-def sign_verdict(lo: float, hi: float) -> str:
-    """Verdict for a claim 'difference > 0' from its interval [lo, hi] (see module docstring)."""
+def sign_verdict(lo: float, hi: float, margin: float | None = None) -> str:
+    """Verdict for a claim 'difference > 0' from its interval [lo, hi] (see module docstring):
+    with an equivalence `margin`, an interval containing 0 but lying inside (-margin, +margin) is
+    'equivalent within the margin'."""
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return NOT_MEASURED
     if lo > 0:
         return SUPPORTED
     if hi < 0:
         return CONTRADICTED
+    if margin is not None and -margin < lo and hi < margin:
+        return EQUIVALENT
     return INCONCLUSIVE
 
 
@@ -95,7 +123,14 @@ def check_claims(results) -> list[dict]:
     """
     r = results
     task = r.task
+    margins = DEFAULT_MARGINS | dict(((r.config or {}).get("claims") or {}).get("margins") or {})
     sign_rule = "supported if 95% CI > 0, contradicted if < 0, else inconclusive"
+
+    def eq_rule(cid: str, unit: str) -> str:
+        m = margins[cid]
+        shown = f"{100 * m:.1f} pp" if unit == "pp" else f"{m:g} {unit}"
+        return (f"supported if 95% CI > 0, contradicted if < 0, equivalent if inside ±{shown}, "
+                "else inconclusive")
     p_base, p_sft, p_sdft = (table5_row(task, m) for m in ("base", "sft", "sdft"))
     rows = []
 
@@ -117,16 +152,23 @@ def check_claims(results) -> list[dict]:
 
     sft, sdft = r.sft_arm, r.sdft_arm
     seeds_note = ""
+    multi_seed = False
     if sft and sdft:
         ns = (len(r.arm_points(sft)), len(r.arm_points(sdft)))
         seeds_note = f"seeds: SFT {ns[0]}, SDFT {ns[1]}; selected (best-validation) points"
+        multi_seed = max(ns) >= 2
     # (b) SDFT >= SFT on the new task
     row = _row("b", f"SDFT new-task accuracy >= SFT ({task})",
                (f"{pct(p_sdft['task_acc'])} vs {pct(p_sft['task_acc'])} ({PAPER_LABEL})"
-                if p_sdft and p_sft else PAPER_LABEL), "pp", sign_rule)
-    if sft and sdft and (c := r.paired(sft, sdft, task)):
+                if p_sdft and p_sft else PAPER_LABEL), "pp", eq_rule("b", "pp"))
+    if multi_seed and (c := r.seed_change(sft, sdft, [task])):
+        verdict, agree = seed_agreement(sign_verdict(c["lo"], c["hi"], margins["b"]), c)
+        row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n_items"], test=HIERARCHICAL,
+                   verdict=verdict, note=f"SDFT {100 * r.arm_value(sdft, task):.1f}% vs SFT "
+                                         f"{100 * r.arm_value(sft, task):.1f}%; {seeds_note}; {agree}")
+    elif not multi_seed and sft and sdft and (c := r.paired(sft, sdft, task)):
         row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n"], test=_test_name(c),
-                   verdict=sign_verdict(c["lo"], c["hi"]),
+                   verdict=sign_verdict(c["lo"], c["hi"], margins["b"]),
                    note=f"SDFT {100 * c['value']:.1f}% vs SFT {100 * c['ref_value']:.1f}%; {seeds_note}")
     else:
         row["note"] = "needs SFT and SDFT arms evaluated on the new task"
@@ -136,14 +178,21 @@ def check_claims(results) -> list[dict]:
     row = _row("c", "SDFT forgets less than SFT (prior average, SDFT - SFT)",
                (f"prior avg {pct(p_sdft['prior_avg'])} vs {pct(p_sft['prior_avg'])}, base "
                 f"{pct(p_base['prior_avg'])} ({PAPER_LABEL})" if p_sdft and p_sft and p_base else PAPER_LABEL),
-               "pp", sign_rule)
-    c = r.prior_change(sft, sdft) if sft and sdft and r.average_tasks else None
+               "pp", eq_rule("c", "pp"))
+    c = None
+    if sft and sdft and r.average_tasks:
+        c = r.seed_change(sft, sdft, r.average_tasks) if multi_seed else r.prior_change(sft, sdft)
     if c:
         names = ", ".join(t.split("/", 1)[1] for t in r.average_tasks)
+        verdict, agree = sign_verdict(c["lo"], c["hi"], margins["c"]), ""
+        if multi_seed:
+            verdict, agree = seed_agreement(verdict, c)
+            agree = f"; {agree}"
         row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"],
-                   n=len(r.average_tasks), test="paired bootstrap over items (unweighted average)",
-                   verdict=sign_verdict(c["lo"], c["hi"]),
-                   note=f"benchmarks: {names}; {seeds_note}")
+                   n=len(r.average_tasks),
+                   test=(f"{HIERARCHICAL} (unweighted average)" if multi_seed
+                         else "paired bootstrap over items (unweighted average)"),
+                   verdict=verdict, note=f"benchmarks: {names}; {seeds_note}{agree}")
         at_chance = _at_chance(r)
         if at_chance:
             row["note"] += f"; base at chance on {', '.join(at_chance)} (cannot show forgetting there)"
@@ -152,8 +201,26 @@ def check_claims(results) -> list[dict]:
                        else "needs SFT and SDFT arms evaluated on every benchmark of the prior average")
     rows.append(row)
 
+    # (c-drift) SDFT moves less from the base than SFT on general text
+    row = _row("c-drift", "SDFT drifts less than SFT from the base on general text "
+               "(KL(base‖arm) per token, SFT - SDFT)",
+               f"KL to base: SFT {CLAIMS['kl_to_base_sft']:g} nats, teacher {CLAIMS['kl_to_base_teacher']:g} "
+               f"nats, on the task's outputs ({PAPER_LABEL})", "nats", eq_rule("c-drift", "nats"))
+    if sft and sdft and (c := r.paired(sdft, sft, DRIFT_TASK)):
+        verdict, agree, test = sign_verdict(c["lo"], c["hi"], margins["c-drift"]), "", "paired bootstrap over prompts"
+        if multi_seed and (h := r.seed_change(sdft, sft, [DRIFT_TASK])):
+            c = c | {k: h[k] for k in ("diff", "lo", "hi", "p")}
+            verdict, agree = seed_agreement(sign_verdict(c["lo"], c["hi"], margins["c-drift"]), h)
+            agree, test = f"; {agree}", HIERARCHICAL
+        row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n"], test=test, verdict=verdict,
+                   note=f"SFT {c['value']:.4f} vs SDFT {c['ref_value']:.4f} nats per token on "
+                        f"{c['n']} general prompts (base model's greedy continuations){agree}")
+    else:
+        row["note"] = "needs SFT and SDFT arms measured by the drift probe (suite key drift_probe)"
+    rows.append(row)
+
     # (d) cost ratios
-    for cid, measure, key, what in (("d-flops", "flops", "sdft_flops_ratio", "FLOPs"),
+    for cid, measure, key, what in (("d-flops", "flops", "sdft_flops_ratio", "FLOPs (estimated)"),
                                     ("d-wall", "train_wall_s", "sdft_wall_ratio", "wall-clock")):
         claim_v = CLAIMS[key]
         row = _row(cid, f"SDFT / SFT training {what} ~ {claim_v:g}x",
@@ -168,12 +235,31 @@ def check_claims(results) -> list[dict]:
                 note += f"; {c['note']}"
             if measure == "train_wall_s" and (math.isnan(c["lo"]) or math.isnan(c["hi"])):
                 note += "; single timing on shared hardware: indicative only"
+            if measure == "flops":
+                note += f"; {FLOPS_ESTIMATE}"
             row.update(measured=c["ratio"], lo=c["lo"], hi=c["hi"], n=c["n"], test="ratio of costs",
                        verdict=band_verdict(c["ratio"], c["lo"], c["hi"], claim_v), note=note)
         else:
             row["note"] = f"no {what} recorded for both SFT and SDFT"
         rows.append(row)
     return rows
+
+
+HIERARCHICAL = "hierarchical bootstrap (seeds, then items)"
+
+
+def seed_agreement(verdict: str, c: dict) -> tuple[str, str]:
+    """With several seeds: keep a supported / contradicted verdict only when the across-seed
+    interval (`seed_lo`, `seed_hi` of `Results.seed_change`) lies on the same side of 0, else
+    inconclusive. Returns (verdict, note). Without an across-seed interval (fewer than two seeds
+    paired by number) the bootstrap's verdict stands, and the note says so."""
+    slo, shi = c.get("seed_lo", math.nan), c.get("seed_hi", math.nan)
+    if slo is None or shi is None or math.isnan(slo) or math.isnan(shi):
+        return verdict, f"across-seed interval n/a ({c.get('n_seed_pairs', 0)} seed pair(s))"
+    note = f"across-seed 95% CI [{100 * slo:+.1f}, {100 * shi:+.1f}] pp"
+    if (verdict == SUPPORTED and not slo > 0) or (verdict == CONTRADICTED and not shi < 0):
+        return INCONCLUSIVE, f"{note} does not agree with the bootstrap interval: inconclusive"
+    return verdict, note
 
 
 def _test_name(c: dict) -> str:
@@ -198,6 +284,9 @@ def format_measured(row: dict) -> tuple[str, str]:
     if row["unit"] == "x":
         ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{lo:.2f}, {hi:.2f}]"
         return f"{m:.2f}x", ci or "n/a (1 measurement)"
+    if row["unit"] == "nats":
+        ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{lo:+.4f}, {hi:+.4f}]"
+        return f"{m:+.4f} nats", ci
     ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
     return f"{100 * m:+.1f} pp", ci
 
@@ -208,7 +297,8 @@ def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-VERDICT_STYLE = {SUPPORTED: "green", CONTRADICTED: "red", INCONCLUSIVE: "yellow", NOT_MEASURED: "dim"}
+VERDICT_STYLE = {SUPPORTED: "green", CONTRADICTED: "red", EQUIVALENT: "cyan", INCONCLUSIVE: "yellow",
+                 NOT_MEASURED: "dim"}
 
 
 def claims_table(rows: list[dict], title: str | None = None):
@@ -244,3 +334,42 @@ def claims_command(run: str, db: Any = None, console: Any = None) -> int:
     for n in res.notes:
         console.print(f"note: {n}", highlight=False)
     return 0
+
+
+def lead_sentences(rows: list[dict]) -> list[str]:
+    """Three or four sentences that answer "did SDFT forget less than SFT here, how sure are we,
+    at what cost", from `check_claims` rows: the report opens with them."""
+    by = {r["id"]: r for r in rows}
+
+    def said(cid: str) -> str | None:
+        r = by.get(cid)
+        if r is None or r["verdict"] == NOT_MEASURED:
+            return None
+        m, ci = format_measured(r)
+        return f"{m} (95% CI {ci}; {r['verdict']})" if ci else f"{m} ({r['verdict']})"
+
+    out = []
+    forget = [(cid, s) for cid in ("c", "c-drift") if (s := said(cid))]
+    if forget:
+        parts = []
+        for cid, s in forget:
+            parts.append(f"the prior-suite average of SDFT minus SFT is {s}" if cid == "c" else
+                         f"SFT minus SDFT drift from the base on general text is {s}")
+        verdicts = {by[cid]["verdict"] for cid, _ in forget}
+        answer = ("Yes: SDFT forgot less than SFT here" if verdicts & {SUPPORTED} and not verdicts & {CONTRADICTED}
+                  else "No: SFT forgot less than SDFT here" if verdicts & {CONTRADICTED} and not verdicts & {SUPPORTED}
+                  else "No difference beyond the stated margins" if verdicts <= {EQUIVALENT}
+                  else "Mixed evidence" if verdicts >= {SUPPORTED, CONTRADICTED}
+                  else "Not decided at this sample size")
+        out.append(f"{answer}: " + "; ".join(parts) + ".")
+    else:
+        out.append("Forgetting was not measured in this run (no prior suite or drift probe for both SFT and SDFT).")
+    if (s := said("b")):
+        out.append(f"On the new task, SDFT minus SFT accuracy is {s}.")
+    if (s := said("a")):
+        out.append(f"The demonstration-conditioned teacher SDFT learns from beats the base by {s}.")
+    cost = [f"{r['claim'].split('training ')[-1].split(' ~')[0]} {format_measured(r)[0]}"
+            for cid in ("d-wall", "d-flops") if (r := by.get(cid)) and r["verdict"] != NOT_MEASURED]
+    if cost:
+        out.append("Cost, SDFT / SFT: " + ", ".join(cost) + ".")
+    return out

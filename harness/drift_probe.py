@@ -3,7 +3,7 @@
     from harness.drift_probe import evaluate_drift
     res = evaluate_drift(base=(base_model, tok), arm=(sft_model, tok), arm_label="sft",
                          store=store, ref_hash=h0, arm_hash=h1)
-    res["value"]      # mean per-token KL(base ‖ arm) in nats over the probe set
+    res["value"]      # KL(base ‖ arm) in nats per token, averaged over the probe's prompts
 
 Why: accuracy on a few hundred benchmark items is a coarse, binary view of forgetting. KL(base ‖ arm)
 on fixed general text is continuous, paired across arms item by item, and cheap (two forwards of a few
@@ -21,7 +21,9 @@ The probe set (version `PROBE_VERSION`; any change to it bumps the version, whic
   (EOS included when produced). Every arm is scored on exactly the same token sequences, so per-item
   values are paired across arms (SFT vs SDFT item by item).
 - the value per item is the mean over its continuation positions of the full-vocabulary
-  KL(base ‖ arm) = Σ_v p_base(v) (log p_base(v) − log p_arm(v)), in nats per token (float32 softmax).
+  KL(base ‖ arm) = Σ_v p_base(v) (log p_base(v) − log p_arm(v)), in nats per token (float32 softmax);
+  the headline is the mean over items (the token-weighted mean is stored beside it).
+- both models run in the suite's dtype with adapters merged, as the prior suite runs them.
 """
 
 from __future__ import annotations
@@ -219,9 +221,10 @@ def evaluate_drift(base: ModelPair | Callable[[], ModelPair], arm: ModelPair | C
             for i, (it, c, (v, n)) in enumerate(zip(items, conts, vals))]
     store.add_examples(key, rows)
     tokens = sum(n for _, n in vals)
-    # per-token mean over the whole set (token-weighted), beside the per-item mean used for paired tests
-    value = sum(v * n for v, n in vals) / max(tokens, 1)
-    summary = {"metric": "kl_per_token", "value": value, "item_mean": sum(v for v, _ in vals) / len(vals),
+    # the headline is the mean over prompts of each prompt's per-token KL: the same definition the
+    # paired per-item statistics use; the token-weighted mean is kept beside it
+    value = sum(v for v, _ in vals) / len(vals)
+    summary = {"metric": "kl_per_token", "value": value, "token_mean": sum(v * n for v, n in vals) / max(tokens, 1),
                "n": len(vals), "tokens": tokens, "wall_s": round(time.perf_counter() - t0, 3)}
     store.finish_eval(key, summary)
     if run_id:

@@ -35,6 +35,7 @@ import pandas as pd
 
 from . import claims as C
 from .paper import BENCHMARK_TITLES, DISCREPANCIES, PAPER_LABEL, PAPER_MODEL, table5_row, table5_rows
+from .precision import describe_run
 from .results import BASE, TEACHER, Results, load
 
 PALETTE = {"base": "#555555", "teacher": "#7b3294", "sft": "#e66101", "sdft": "#1f78b4"}
@@ -286,10 +287,13 @@ def fig_curves(r: Results) -> bytes | None:
             for arm in r.trained_arms:
                 for k, p in enumerate(r.arm_points(arm)):
                     d = cv[(cv["point"] == p) & (cv["point"].isin(selected))]
-                    if d.empty or d[m].isna().all():
+                    # a metric measured every few steps (drift) is NaN in between: plot the measured
+                    # points only, with markers, or a sparse series draws nothing
+                    d = d[d[m].notna()] if m in d else d.iloc[:0]
+                    if d.empty:
                         continue
-                    ax.plot(d["step"], d[m], styles[k % len(styles)], color=arm_color(arm, r.arms),
-                            label=arm if k == 0 else None, linewidth=1.4)
+                    ax.plot(d["step"], d[m], styles[k % len(styles)], marker="o", markersize=3.5,
+                            color=arm_color(arm, r.arms), label=arm if k == 0 else None, linewidth=1.4)
                     drawn = True
         if not drawn:
             ax.text(0.5, 0.5, f"{m}: not logged", ha="center", va="center", transform=ax.transAxes, color="#777")
@@ -298,6 +302,39 @@ def fig_curves(r: Results) -> bytes | None:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def fig_answer(claims: list[dict], margins: dict[str, float]) -> bytes | None:
+    """The report's lead figure: SDFT-vs-SFT differences that answer "did SDFT forget less" (prior
+    average, general-text drift) and the new-task accuracy difference, each with its 95% interval,
+    0 and the equivalence band (±margin) drawn."""
+    by = {c["id"]: c for c in claims}
+    show = [(cid, t) for cid, t in (("c", "prior average, SDFT - SFT (pp)"),
+                                    ("c-drift", "drift KL to base, SFT - SDFT (nats/token)"),
+                                    ("b", "new-task accuracy, SDFT - SFT (pp)"))
+            if cid in by and by[cid]["verdict"] != C.NOT_MEASURED]
+    if not show:
+        return None
+    fig = _fig(3.6 * len(show), 2.6)
+    for k, (cid, title) in enumerate(show):
+        ax = fig.add_subplot(1, len(show), k + 1)
+        c = by[cid]
+        f = 100.0 if c["unit"] == "pp" else 1.0
+        m, lo, hi = f * c["measured"], f * c["lo"], f * c["hi"]
+        band = f * margins.get(cid, 0.0)
+        if band:
+            ax.axvspan(-band, band, color="#0969da", alpha=0.12, label=f"equivalence ±{band:g}")
+        ax.axvline(0, color="#555", linewidth=1)
+        if not (_nan(lo) or _nan(hi)):
+            ax.plot([lo, hi], [0, 0], color="black", linewidth=2)
+        ax.plot([m], [0], "o", color=VERDICT_COLOR.get(c["verdict"], "black"), markersize=8)
+        width = max(abs(v) for v in (m, lo, hi, band, 1e-9) if not _nan(v)) * 1.3
+        ax.set_xlim(-width, width)
+        ax.set_yticks([])
+        ax.set_title(f"{title}\n{c['verdict']}", fontsize=8)
+        if band:
+            ax.legend(fontsize=6, loc="lower right")
     return _png(fig)
 
 
@@ -349,7 +386,7 @@ def fig_cost(r: Results, ct: pd.DataFrame) -> bytes | None:
     cols = [arm_color(a, r.arms) for a in ct["arm"]]
     for ax, col, ratio, title, scale, unit in (
             (axes[0], "train_wall_s", "wall_ratio", "training wall-clock", 1.0, "s"),
-            (axes[1], "flops", "flops_ratio", "training FLOPs", 1e15, "PFLOP")):
+            (axes[1], "flops", "flops_ratio", "training FLOPs (estimated)", 1e15, "PFLOP")):
         v = ct[col].to_numpy(float) / scale
         ax.bar(x, np.nan_to_num(v), 0.6, color=cols)
         for xi, vi, rt in zip(x, v, ct[ratio]):
@@ -376,7 +413,8 @@ caption{caption-side:top;text-align:left;color:#555;font-size:0.92em;padding-bot
 tr.paper td{color:#666;font-style:italic;background:#fafafa}
 tr.flag td{background:#fff6e0}
 .supported{color:#1a7f37;font-weight:600}.contradicted{color:#cf222e;font-weight:600}
-.inconclusive{color:#9a6700;font-weight:600}.notmeasured{color:#777}
+.inconclusive{color:#9a6700;font-weight:600}.notmeasured{color:#777}.equivalent{color:#0969da;font-weight:600}
+.lead{font-size:1.05em;max-width:60em}
 .meta{color:#555;font-size:0.9em}.note{color:#555;font-size:0.88em}
 figure{margin:12px 0 22px}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:0.88em}
@@ -401,8 +439,10 @@ b.setAttribute('data-height',Math.ceil(document.documentElement.scrollHeight));
 b.setAttribute('data-ready','1');});})();
 """
 
-VERDICT_CLASS = {C.SUPPORTED: "supported", C.CONTRADICTED: "contradicted", C.INCONCLUSIVE: "inconclusive",
-                 C.NOT_MEASURED: "notmeasured"}
+VERDICT_COLOR = {C.SUPPORTED: "#1a7f37", C.CONTRADICTED: "#cf222e", C.EQUIVALENT: "#0969da",
+                 C.INCONCLUSIVE: "#9a6700"}
+VERDICT_CLASS = {C.SUPPORTED: "supported", C.CONTRADICTED: "contradicted", C.EQUIVALENT: "equivalent",
+                 C.INCONCLUSIVE: "inconclusive", C.NOT_MEASURED: "notmeasured"}
 
 FIGURES = [("pareto", "Pareto: new-task accuracy vs prior average",
             "Every trained grid point (small), the best-by-validation point of each seed (outlined), the "
@@ -427,7 +467,8 @@ def _build(r: Results) -> dict:
     ct = r.cost_table() if r.trained_arms else pd.DataFrame()
     cmp = r.compare(r.sft_arm, r.sdft_arm) if r.sft_arm and r.sdft_arm else pd.DataFrame()
     claims = C.check_claims(r)
-    figs = {"pareto": fig_pareto(r), "bench_change": fig_bench_change(r, bt, prior), "curves": fig_curves(r),
+    margins = C.DEFAULT_MARGINS | dict(((r.config or {}).get("claims") or {}).get("margins") or {})
+    figs = {"answer": fig_answer(claims, margins), "pareto": fig_pareto(r), "bench_change": fig_bench_change(r, bt, prior), "curves": fig_curves(r),
             "ceiling": fig_ceiling(r, nt), "cost": fig_cost(r, ct)}
     return {"nt": nt, "bt": bt, "prior": prior, "ct": ct, "cmp": cmp, "claims": claims, "figs": figs}
 
@@ -581,11 +622,12 @@ def _flip_tabs(r: Results) -> list[Tab]:
 def _cost_tab(r: Results, ct: pd.DataFrame) -> Tab | None:
     if ct.empty:
         return None
-    t = Tab(["arm", "points", "train wall-clock", "tokens generated", "tokens forwarded", "FLOPs", "steps",
-             "wall ratio vs SFT [95% CI]", "FLOPs ratio vs SFT [95% CI]", "basis", "new-task gain per hour (pp/h)"],
+    t = Tab(["arm", "points", "train wall-clock", "tokens generated", "tokens forwarded", "FLOPs (est.)", "steps",
+             "wall ratio vs SFT [95% CI]", "FLOPs (est.) ratio vs SFT [95% CI]", "basis",
+             "new-task gain per hour (pp/h)"],
             caption="Selected points, mean over seeds. Ratios: matched grid points (same hyper-parameters and "
                     "seed) when both arms have them, else per optimizer step. Paper: SDFT ≈ 2.5× FLOPs, ≈ 4× "
-                    "wall-clock of SFT.")
+                    f"wall-clock of SFT. {C.FLOPS_ESTIMATE}.")
 
     def ratio(v, lo, hi):
         if _nan(v):
@@ -605,7 +647,7 @@ def _cost_tab(r: Results, ct: pd.DataFrame) -> Tab | None:
 def _points_tab(r: Results) -> Tab:
     P = r.points
     t = Tab(["point", "arm", "seed", "hyper-parameters", "selected", "val acc %", f"{r.task} acc %", "prior avg %",
-             "forgetting pp", "wall-clock", "FLOPs"],
+             "forgetting pp", "wall-clock", "FLOPs (est.)"],
             caption="Every point of the run; 'selected' = best validation score of its arm and seed.")
     for _, x in P.iterrows():
         hp = ", ".join(f"{k}={v}" for k, v in sorted((x["hparams"] or {}).items()))
@@ -624,6 +666,12 @@ CONVENTIONS = [
     "(n/a with 1 seed).",
     "Paired tests on the same items: exact McNemar with the Agresti-Min interval for 0/1 scores, paired "
     "bootstrap (10,000 resamples) otherwise; Holm correction across benchmarks.",
+    "IFEval is its micro average, as in the paper: instructions followed / instructions given over all "
+    "prompts (each prompt weighted by its instruction count); its intervals and paired tests resample whole "
+    "prompts (ratio bootstrap).",
+    "Claims (b) and (c) with several seeds use a bootstrap over seeds, then items, and need the across-seed "
+    "interval to agree before 'supported' or 'contradicted'.",
+    "FLOPs are estimates (2N per forward-only token, 6N per trained token), not measurements.",
     "Prior average: unweighted mean of the benchmarks marked in_average; its change uses a paired bootstrap "
     "over items within each benchmark.",
     "A benchmark where the base model is at chance (value − chance ≤ 1.96 × stderr) cannot show forgetting "
@@ -645,11 +693,18 @@ def _html(r: Results, b: dict, tabs: dict) -> str:
              f"{e(str(m.get('suite', r.name)))} · model <b>{e(str(m.get('model', '?')))}</b> "
              f"(paper: {e(str(m.get('paper_model', PAPER_MODEL)))}) · task "
              f"{e(r.task)} · created {e(time.strftime('%Y-%m-%d %H:%M', time.localtime(r.created)))}"
-             f" · suite wall-clock {e(secs(m.get('wall_s')))}</p>"]
+             f" · suite wall-clock {e(secs(m.get('wall_s')))} · dtype {e(describe_run(r.config, m))}</p>"]
 
     def sec(id_, h, body):
         parts.append(f"<section id='{id_}'><h2>{e(h)}</h2>{body}</section>")
 
+    lead = "".join(f"<p class='lead'>{e(t)}</p>" for t in C.lead_sentences(b["claims"]))
+    if b["figs"].get("answer"):
+        data = base64.b64encode(b["figs"]["answer"]).decode()
+        lead += (f"<figure id='fig-answer'><img alt='SDFT vs SFT, 95% intervals' src='data:image/png;base64,{data}'>"
+                 "<figcaption>SDFT vs SFT with 95% intervals; shaded: the claim's equivalence margin.</figcaption>"
+                 "</figure>")
+    sec("answer", "The answer", lead)
     sec("summary", "Summary", tabs["summary"].html())
     sec("claims", "Paper claims", tabs["claims"].html())
     sec("paper", f"Table 5 beside measured ({PAPER_LABEL})",
@@ -689,7 +744,10 @@ def _markdown(r: Results, b: dict, tabs: dict, fig_files: dict[str, str]) -> str
     m = r.meta
     out = [f"# SFT vs SDFT forgetting report · {r.name or r.run_id}", "",
            f"run `{r.run_id}` · status {r.status} · model **{m.get('model', '?')}** "
-           f"(paper: {m.get('paper_model', PAPER_MODEL)}) · task {r.task} · suite wall-clock {secs(m.get('wall_s'))}",
+           f"(paper: {m.get('paper_model', PAPER_MODEL)}) · task {r.task} · suite wall-clock {secs(m.get('wall_s'))}"
+           f" · dtype {describe_run(r.config, m)}",
+           "", "## The answer", ""] + C.lead_sentences(b["claims"]) + (
+              ["", f"![SDFT vs SFT, 95% intervals]({fig_files['answer']})"] if "answer" in fig_files else []) + [
            "", "## Summary", "", tabs["summary"].md(), "", "## Paper claims", "", tabs["claims"].md(), ""]
     out += [f"## Table 5 beside measured ({PAPER_LABEL})", "",
             tabs["paper"].md() if tabs["paper"] else f"The paper has no Table 5 rows for task {r.task}.", ""]

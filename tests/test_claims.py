@@ -53,7 +53,7 @@ def test_planted_supported(store):
     v = verdicts(store, n_tool=300, n_prior=200, acc={"base": 0.4, "teacher": 0.9, "sft": 0.55, "sdft": 0.75},
                  prior_drop={"sft": 0.10, "sdft": 0.0})
     assert {k: r["verdict"] for k, r in v.items()} == {
-        "a": SUPPORTED, "b": SUPPORTED, "c": SUPPORTED, "d-flops": SUPPORTED, "d-wall": SUPPORTED}
+        "a": SUPPORTED, "b": SUPPORTED, "c": SUPPORTED, "c-drift": NOT_MEASURED, "d-flops": SUPPORTED, "d-wall": SUPPORTED}
     assert v["a"]["measured"] == pytest.approx(0.5) and v["a"]["test"].startswith("exact McNemar")
     assert v["b"]["measured"] == pytest.approx(0.20) and v["b"]["lo"] > 0
     assert v["c"]["measured"] == pytest.approx(0.10, abs=0.01)
@@ -67,7 +67,8 @@ def test_planted_contradicted(store):
                  cost={"sft": {"train_wall_s": 100.0, "flops": 1e14},
                        "sdft": {"train_wall_s": 100.0, "flops": 1e15}})
     assert {k: r["verdict"] for k, r in v.items()} == {
-        "a": CONTRADICTED, "b": CONTRADICTED, "c": CONTRADICTED, "d-flops": CONTRADICTED, "d-wall": CONTRADICTED}
+        "a": CONTRADICTED, "b": CONTRADICTED, "c": CONTRADICTED, "c-drift": NOT_MEASURED, "d-flops": CONTRADICTED,
+        "d-wall": CONTRADICTED}
     assert v["b"]["hi"] < 0 and v["c"]["hi"] < 0
 
 
@@ -104,3 +105,100 @@ def test_claims_table_and_command(store):
     assert "verdict rules" in buf.getvalue()
     with pytest.raises(StoreError):
         claims_command("nope", store, Console(file=io.StringIO()))
+
+
+@pytest.mark.parametrize("verdict,seed_lo,seed_hi,expected", [
+    (SUPPORTED, 0.01, 0.2, SUPPORTED), (SUPPORTED, -0.05, 0.2, INCONCLUSIVE),
+    (CONTRADICTED, -0.2, -0.01, CONTRADICTED), (CONTRADICTED, -0.2, 0.01, INCONCLUSIVE),
+    (INCONCLUSIVE, 0.01, 0.2, INCONCLUSIVE), (SUPPORTED, NAN, NAN, SUPPORTED)])
+def test_seed_agreement(verdict, seed_lo, seed_hi, expected):
+    from harness.claims import seed_agreement
+
+    v, note = seed_agreement(verdict, {"seed_lo": seed_lo, "seed_hi": seed_hi, "n_seed_pairs": 1})
+    assert v == expected
+    assert ("n/a" in note) == math.isnan(seed_lo)
+
+
+def test_seed_variance_makes_a_multi_seed_claim_inconclusive(store):
+    # 3 seeds whose accuracies spread +-20 pp around a 20-pp SDFT advantage: averaged per item the
+    # advantage looks certain on 300 items, but three training runs per arm cannot show it
+    kw = dict(n_tool=300, n_prior=200, seeds=(0, 1, 2), seed_spread=0.2,
+              acc={"base": 0.4, "teacher": 0.9, "sft": 0.45, "sdft": 0.65})
+    rid = make_suite_run(store, **kw)
+    r = load(rid, store, n_boot=2000)
+    assert r.paired(r.sft_arm, r.sdft_arm, "tooluse")["lo"] > 0  # the seed-blind item-level test
+    v = {row["id"]: row for row in check_claims(r)}
+    assert v["b"]["measured"] == pytest.approx(0.20)
+    assert v["b"]["test"].startswith("hierarchical bootstrap") and v["b"]["verdict"] == INCONCLUSIVE
+    assert v["b"]["lo"] < 0 < v["b"]["hi"] and "across-seed" in v["b"]["note"]
+    assert v["c"]["test"].startswith("hierarchical bootstrap")
+
+
+def test_multi_seed_claims_still_decide_consistent_effects(store):
+    v = verdicts(store, n_tool=300, n_prior=200, seeds=(0, 1, 2),
+                 acc={"base": 0.4, "teacher": 0.9, "sft": 0.45, "sdft": 0.75}, prior_drop={"sft": 0.15, "sdft": 0.0})
+    assert v["b"]["verdict"] == SUPPORTED and v["b"]["test"].startswith("hierarchical")
+    assert v["c"]["verdict"] == SUPPORTED and v["c"]["test"].startswith("hierarchical")
+
+
+def test_flops_are_labelled_an_estimate(store):
+    import inspect
+    import re
+
+    import harness.claims as C
+
+    v = verdicts(store, n_tool=30, n_prior=30)
+    assert "estimated" in v["d-flops"]["claim"] and "estimate" in v["d-flops"]["note"]
+    assert not re.search(r"flops[^.;]*\bexact\b", inspect.getsource(C), re.IGNORECASE | re.DOTALL)
+
+
+@pytest.mark.parametrize("lo,hi,margin,verdict", [
+    (-0.01, 0.01, 0.02, "equivalent within the margin"), (-0.03, 0.01, 0.02, INCONCLUSIVE),
+    (0.001, 0.01, 0.02, SUPPORTED), (-0.01, -0.001, 0.02, CONTRADICTED), (-0.01, 0.01, None, INCONCLUSIVE)])
+def test_sign_verdict_with_an_equivalence_margin(lo, hi, margin, verdict):
+    assert sign_verdict(lo, hi, margin) == verdict
+
+
+def _drift_run(tmp_path, sft_kl, sdft_kl, config=None):
+    import numpy as np
+    from fake_suite_run import build_run
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.004, 64)
+    store = Store(tmp_path / "h.db")
+    pts = [{"point": "base", "scores": {"tooluse": [1, 0] * 10}},
+           {"point": "sft/default/seed=0", "arm": "sft", "method": "sft", "seed": 0, "train_key": "k1",
+            "scores": {"tooluse": [1, 1] * 10, "probe/general-kl": list(np.abs(sft_kl + noise))}},
+           {"point": "sdft/default/seed=0", "arm": "sdft", "method": "sdft", "seed": 0, "train_key": "k2",
+            "scores": {"tooluse": [1, 0] * 10,
+                       "probe/general-kl": list(np.abs(sdft_kl + noise + rng.normal(0, 0.002, 64)))}}]
+    rid = build_run(store, pts, benchmarks={})
+    if config is not None:
+        store.conn.execute("UPDATE runs SET config=? WHERE run_id=?", (__import__("json").dumps(config), rid))
+        store.conn.commit()
+    return {r["id"]: r for r in check_claims(load(rid, store, n_boot=2000))}
+
+
+def test_drift_claim_is_paired_over_prompts_and_can_be_equivalent(tmp_path):
+    rows = _drift_run(tmp_path / "a", 0.05, 0.02)
+    d = rows["c-drift"]
+    assert d["verdict"] == SUPPORTED and d["unit"] == "nats" and d["n"] == 64
+    assert d["measured"] == pytest.approx(0.03, abs=0.002) and d["lo"] > 0
+    assert "nats" in d["rule"] and "0.01 nats" in d["rule"]
+    same = _drift_run(tmp_path / "b", 0.03, 0.03)["c-drift"]
+    assert same["verdict"] == "equivalent within the margin", (same["lo"], same["hi"])
+    # the suite's margin is honoured: a margin smaller than the interval gives "inconclusive"
+    tight = _drift_run(tmp_path / "c", 0.03, 0.03, {"claims": {"margins": {"c-drift": 0.0001}}})["c-drift"]
+    assert tight["verdict"] == INCONCLUSIVE and "0.0001 nats" in tight["rule"]
+
+
+def test_drift_claim_not_measured_without_the_probe(tmp_path):
+    from fake_suite_run import build_run
+
+    store = Store(tmp_path / "h.db")
+    rid = build_run(store, [{"point": "base", "scores": {"tooluse": [1, 0]}},
+                            {"point": "sft", "arm": "sft", "method": "sft", "scores": {"tooluse": [1, 1]}},
+                            {"point": "sdft", "arm": "sdft", "method": "sdft", "scores": {"tooluse": [0, 1]}}],
+                    benchmarks={})
+    row = {r["id"]: r for r in check_claims(load(rid, store, n_boot=200))}["c-drift"]
+    assert row["verdict"] == NOT_MEASURED and "drift_probe" in row["note"]

@@ -50,6 +50,7 @@ def test_run_then_cached_rerun_then_partial_recompute(tmp_path, env):
     r = invoke("run", suite, *common)
     assert r.exit_code == 0, r.output
     assert "report:" in r.output and (tmp_path / "reports").is_dir()
+    assert re.search(r"dtype (bfloat16|float32) \(auto: ", r.output)  # the summary says what auto chose
     from harness.store import Store
 
     store = Store(env["db"])
@@ -64,6 +65,20 @@ def test_run_then_cached_rerun_then_partial_recompute(tmp_path, env):
 
     for ck in (tmp_path / "results" / "checkpoints").iterdir():
         assert len(json.loads((ck / "final" / "harness_train.json").read_text())["skipped"]) == 4
+    # every trained point has its general-text drift measured (KL to base > 0) and the claim uses it
+    run_meta = store.list_runs(kind="suite")[0]["meta"]
+    for pt in run_meta["points"]:
+        key = pt["evals"].get("probe/general-kl")
+        assert (key is not None) == (pt["train_key"] is not None), pt["point"]
+        if key:
+            ev = store.get_eval(key)
+            assert ev["summary"]["n"] == 4 and ev["summary"]["value"] > 0
+    from harness.claims import check_claims
+    from harness.results import load
+
+    drift = {c["id"]: c for c in check_claims(load(run_meta and store.list_runs(kind="suite")[0]["run_id"],
+                                                   store, n_boot=200))}["c-drift"]
+    assert drift["verdict"] != "not measured" and drift["n"] == 4
     # unchanged suite: everything cached, nothing new computed
     r = invoke("run", suite, "--dry-run", *common)
     assert "0 of" in r.output

@@ -50,14 +50,17 @@ def test_files_and_sections(rendered):
     rid, paths, _ = rendered
     d = paths["dir"]
     assert d.name == rid and paths["html"].is_file() and paths["markdown"].is_file()
-    assert set(paths["figures"]) == {"pareto", "bench_change", "curves", "ceiling", "cost"}
+    assert set(paths["figures"]) == {"answer", "pareto", "bench_change", "curves", "ceiling", "cost"}
     for p in paths["figures"].values():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = paths["html"].read_text()
-    for sec in ("summary", "claims", "paper", "benchmarks", "compare", "figures", "flips", "cost", "points",
+    for sec in ("answer", "summary", "claims", "paper", "benchmarks", "compare", "figures", "flips", "cost", "points",
                 "notes", "conventions"):
         assert f"<section id='{sec}'>" in html, sec
-    assert html.count("src='data:image/png;base64,") == 5
+    assert html.count("src='data:image/png;base64,") == 6
+    # the report leads with the answer: sentences before the first table, and the answer figure
+    assert html.index("<section id='answer'>") < html.index("<section id='summary'>")
+    assert "SDFT forgot less than SFT here" in html and "fig-answer" in html
     # self-contained: no external resources
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", html)
     assert PAPER_LABEL in html and "paper, Qwen2.5-7B-Instruct" in html
@@ -66,6 +69,7 @@ def test_files_and_sections(rendered):
     assert re.search(r"<td class='t (supported|inconclusive)'>", html)
     assert "sdft-reverse" in html
     md = paths["markdown"].read_text()
+    assert md.index("## The answer") < md.index("## Summary") and "(figures/answer.png)" in md
     for h in ("## Summary", "## Paper claims", "## Table 5 beside measured (paper, Qwen2.5-7B-Instruct)",
               "## Forgetting per benchmark", "## Figures", "## Flipped items", "## Cost"):
         assert h in md, h
@@ -164,3 +168,27 @@ def test_report_command(rendered, tmp_path):
     buf = io.StringIO()
     assert report.report_command(rid, store, tmp_path / "r", Console(file=buf, width=200)) == 0
     assert "report.html" in buf.getvalue()
+
+
+def test_training_curves_draw_sparse_drift_points(tmp_path, monkeypatch):
+    """Drift is measured every few steps (NaN between): the panel must still draw the measured points."""
+    import math
+
+    from fake_suite_run import build_run
+
+    from harness.results import load
+
+    store = Store(tmp_path / "h.db")
+    rid = build_run(store, [{"point": "base", "scores": {"tooluse": [1, 0, 1]}},
+                            {"point": "sft/default/seed=0", "arm": "sft", "method": "sft", "seed": 0,
+                             "scores": {"tooluse": [1, 1, 0]}, "train_key": "k-sft"}], benchmarks={})
+    for s in range(1, 4):
+        store.add_train_step("k-sft", s, {"loss": 1.0 / s, "divergence": math.nan,
+                                          "drift_kl": 0.01 * s if s in (1, 3) else math.nan, "lr": 1e-4})
+    figs = []
+    monkeypatch.setattr(report, "_png", lambda fig: figs.append(fig) or b"png")
+    assert report.fig_curves(load(rid, store)) == b"png"
+    drift_ax = figs[0].axes[2]
+    lines = drift_ax.get_lines()
+    assert len(lines) == 1 and list(lines[0].get_xdata()) == [1, 3]
+    assert lines[0].get_marker() == "o"
