@@ -48,6 +48,11 @@ Verdict rules (95% two-sided intervals; one verdict per row):
     supported      the interval lies inside the band
     contradicted   the interval lies entirely outside the band (all below or all above it)
     inconclusive at this sample size   otherwise (the interval straddles a band edge)
+Power (every difference claim): `mde` is the smallest true difference a two-sided 5% test detects
+with power 0.8 at this run's n, from the observed per-item variance of the paired change (the
+Wilson upper bound of the discordance rate for 0/1 scores); `n_needed` is the items per
+comparison at which the MDE reaches the paper's reported effect ((a), (b), (c)) or the equivalence
+margin (c-drift, where the paper reports no SFT-vs-SDFT number). `format_power` shows both.
 Any claim whose inputs the run lacks (no teacher, no prior suite, no cost) gets "not measured".
 No multiple-comparison correction across claims: each is a separate, pre-stated hypothesis.
 """
@@ -108,9 +113,43 @@ def band_verdict(ratio: float, lo: float, hi: float, claim: float, tol: float = 
 
 def _row(cid: str, claim: str, paper: str, unit: str, rule: str, **kw: Any) -> dict:
     row = {"id": cid, "claim": claim, "paper": paper, "unit": unit, "measured": math.nan, "lo": math.nan,
-           "hi": math.nan, "p": math.nan, "n": 0, "test": "", "rule": rule, "verdict": NOT_MEASURED, "note": ""}
+           "hi": math.nan, "p": math.nan, "n": 0, "test": "", "rule": rule, "verdict": NOT_MEASURED, "note": "",
+           "mde": math.nan, "n_needed": None, "n_needed_for": ""}
     row.update(kw)
     return row
+
+
+POWER = 0.8
+
+
+def power_terms(parts: list[tuple[float, int]], target: float | None, alpha: float = 0.05,
+                power: float = POWER) -> tuple[float, int | None]:
+    """(MDE, items needed per comparison) for a difference that is the unweighted mean over K
+    paired comparisons, each given as (psi, n): psi bounds its per-item variance
+    (`Results.change_variance`). MDE is the smallest true difference a two-sided level-`alpha`
+    test detects with probability `power` at these n (`metrics.mde`'s formula with variance
+    sum(psi_k / n_k) / K^2); items needed scales every n_k alike until MDE = `target` and reports
+    the largest n_k then (None without a target)."""
+    from . import metrics as M
+
+    if not parts:
+        return math.nan, None
+    k = len(parts)
+    var = sum(psi / n for psi, n in parts) / k ** 2
+    mde = float(M.mde(1, 0.0, alpha=alpha, power=power, discordance=var, two_sided=True))
+    if target is None or not target > 0 or not math.isfinite(mde):
+        return mde, None
+    grow = (mde / target) ** 2
+    return mde, int(math.ceil(max(n for _, n in parts) * grow - 1e-9))
+
+
+def _set_power(row: dict, results, ref_arm: str, arm: str, tasks: list[str], target: float | None,
+               target_label: str) -> None:
+    parts = [v for t in tasks if (v := results.change_variance(ref_arm, arm, t))]
+    if len(parts) != len(tasks):
+        return
+    mde, need = power_terms(parts, target)
+    row.update(mde=mde, n_needed=need, n_needed_for=target_label if need is not None else "")
 
 
 def check_claims(results) -> list[dict]:
@@ -146,6 +185,8 @@ def check_claims(results) -> list[dict]:
         row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n"],
                    test=_test_name(c), verdict=sign_verdict(c["lo"], c["hi"]),
                    note=f"teacher {100 * c['value']:.1f}% vs base {100 * c['ref_value']:.1f}%")
+        eff = CLAIMS["teacher_tooluse_acc"] - p_base["task_acc"] if p_base and task == "tooluse" else None
+        _set_power(row, r, "base", "teacher", [task], eff, f"the paper's {100 * eff:.1f} pp" if eff else "")
     else:
         row["note"] = "needs base and teacher evaluated on the new task"
     rows.append(row)
@@ -172,6 +213,9 @@ def check_claims(results) -> list[dict]:
                    note=f"SDFT {100 * c['value']:.1f}% vs SFT {100 * c['ref_value']:.1f}%; {seeds_note}")
     else:
         row["note"] = "needs SFT and SDFT arms evaluated on the new task"
+    if sft and sdft:
+        eff = (p_sdft["task_acc"] - p_sft["task_acc"]) if p_sdft and p_sft else None
+        _set_power(row, r, sft, sdft, [task], eff, f"the paper's {100 * eff:+.1f} pp" if eff else "")
     rows.append(row)
 
     # (c) SDFT forgets less than SFT
@@ -193,6 +237,8 @@ def check_claims(results) -> list[dict]:
                    test=(f"{HIERARCHICAL} (unweighted average)" if multi_seed
                          else "paired bootstrap over items (unweighted average)"),
                    verdict=verdict, note=f"benchmarks: {names}; {seeds_note}{agree}")
+        eff = (p_sdft["prior_avg"] - p_sft["prior_avg"]) if p_sdft and p_sft else None
+        _set_power(row, r, sft, sdft, list(r.average_tasks), eff, f"the paper's {100 * eff:+.1f} pp" if eff else "")
         at_chance = _at_chance(r)
         if at_chance:
             row["note"] += f"; base at chance on {', '.join(at_chance)} (cannot show forgetting there)"
@@ -215,6 +261,7 @@ def check_claims(results) -> list[dict]:
         row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n"], test=test, verdict=verdict,
                    note=f"SFT {c['value']:.4f} vs SDFT {c['ref_value']:.4f} nats per token on "
                         f"{c['n']} general prompts (base model's greedy continuations){agree}")
+        _set_power(row, r, sdft, sft, [DRIFT_TASK], margins["c-drift"], f"the {margins['c-drift']:g}-nat margin")
     else:
         row["note"] = "needs SFT and SDFT arms measured by the drift probe (suite key drift_probe)"
     rows.append(row)
@@ -291,6 +338,17 @@ def format_measured(row: dict) -> tuple[str, str]:
     return f"{100 * m:+.1f} pp", ci
 
 
+def format_power(row: dict) -> str:
+    """'MDE 12.3 pp; ~410 items for the paper's +7.4 pp' (two-sided 5%, power 0.8), or ''."""
+    mde = row.get("mde", math.nan)
+    if mde is None or math.isnan(mde):
+        return ""
+    txt = f"MDE {100 * mde:.1f} pp" if row["unit"] == "pp" else f"MDE {mde:.4f} {row['unit']}"
+    if row.get("n_needed"):
+        txt += f"; ~{row['n_needed']} items for {row['n_needed_for']}"
+    return txt
+
+
 def format_p(p: float) -> str:
     if p is None or math.isnan(p):
         return ""
@@ -307,13 +365,13 @@ def claims_table(rows: list[dict], title: str | None = None):
 
     t = Table(title=title or "paper claims vs this run", show_lines=True)
     for c, kw in (("claim", {}), ("paper", {}), ("measured", {"justify": "right"}), ("95% CI", {"justify": "right"}),
-                  ("p", {"justify": "right"}), ("verdict", {}), ("note", {})):
+                  ("p", {"justify": "right"}), ("verdict", {}), ("power", {}), ("note", {})):
         t.add_column(c, **kw)
     for r in rows:
         m, ci = format_measured(r)
         style = VERDICT_STYLE.get(r["verdict"], "")
         t.add_row(f"({r['id']}) {r['claim']}", r["paper"], m, ci, format_p(r["p"]),
-                  f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"], r["note"])
+                  f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"], format_power(r), r["note"])
     return t
 
 
@@ -346,7 +404,9 @@ def lead_sentences(rows: list[dict]) -> list[str]:
         if r is None or r["verdict"] == NOT_MEASURED:
             return None
         m, ci = format_measured(r)
-        return f"{m} (95% CI {ci}; {r['verdict']})" if ci else f"{m} ({r['verdict']})"
+        pw = format_power(r)
+        inner = "; ".join(x for x in (f"95% CI {ci}" if ci else "", r["verdict"], pw) if x)
+        return f"{m} ({inner})"
 
     out = []
     forget = [(cid, s) for cid in ("c", "c-drift") if (s := said(cid))]

@@ -565,14 +565,15 @@ def _compare_tab(r: Results, b: dict) -> Tab | None:
 
 
 def _claims_tab(rows: list[dict]) -> Tab:
-    t = Tab(["claim", "paper", "measured", "95% CI", "p", "verdict", "test / basis", "note"],
+    t = Tab(["claim", "paper", "measured", "95% CI", "p", "verdict", "power (MDE; items needed)", "test / basis",
+             "note"],
             caption="Verdicts: supported = 95% CI on the claim's side; contradicted = CI entirely on the other "
                     f"side; inconclusive = CI straddles. Cost: ×/÷{C.COST_TOLERANCE:g} band around the paper's "
                     "ratio.")
     for x in rows:
         m, cis = C.format_measured(x)
-        t.add([f"({x['id']}) {x['claim']}", x["paper"], m, cis, C.format_p(x["p"]), x["verdict"], x["test"], x["note"]],
-              "")
+        t.add([f"({x['id']}) {x['claim']}", x["paper"], m, cis, C.format_p(x["p"]), x["verdict"], C.format_power(x),
+               x["test"], x["note"]], "")
     return t
 
 

@@ -298,6 +298,28 @@ class Results:
         self._cache[key] = out
         return out
 
+    def change_variance(self, ref_arm: str, arm: str, task: str) -> tuple[float, int] | None:
+        """(psi, n) for power analysis of arm - ref_arm on one task: psi bounds the per-item
+        variance of the paired change, the Wilson upper 95% bound of the discordance rate for 0/1
+        scores (a sample where nothing flipped is not read as a precise one) and the mean squared
+        per-item difference otherwise (a micro average's items scaled by their weights, as the gate
+        does); n = items both arms scored. None without items."""
+        a, b = self.arm_scores(ref_arm, task), self.arm_scores(arm, task)
+        if not a or not b:
+            return None
+        keys = sorted(set(a) & set(b))
+        if not keys:
+            return None
+        x, y = np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)
+        w = self._w(task, keys)
+        if w is not None:
+            scale = w * len(keys) / w.sum()
+            x, y = x * scale, y * scale
+        d = y - x
+        if M.is_binary(x) and M.is_binary(y):
+            return float(M.wilson_upper(float(np.mean(d != 0)), len(keys))), len(keys)
+        return float(np.mean(d * d)), len(keys)
+
     def _seed_stats(self, values: list[float]) -> tuple[float, float, float, int]:
         v = [x for x in values if not math.isnan(x)]
         if not v:

@@ -202,3 +202,32 @@ def test_drift_claim_not_measured_without_the_probe(tmp_path):
                     benchmarks={})
     row = {r["id"]: r for r in check_claims(load(rid, store, n_boot=200))}["c-drift"]
     assert row["verdict"] == NOT_MEASURED and "drift_probe" in row["note"]
+
+
+def test_power_terms_match_the_mde_formula_and_invert():
+    from scipy import stats
+
+    from harness.claims import power_terms
+
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    mde, need = power_terms([(0.2, 100)], 0.05)
+    assert mde == pytest.approx(z * math.sqrt(0.2 / 100))
+    assert power_terms([(0.2, need)], None)[0] <= 0.05 < power_terms([(0.2, need - 1)], None)[0]
+    # an average of two benchmarks: variance sum(psi/n)/K^2
+    mde2, _ = power_terms([(0.2, 100), (0.1, 50)], None)
+    assert mde2 == pytest.approx(z * math.sqrt((0.2 / 100 + 0.1 / 50) / 4))
+
+
+def test_every_difference_claim_reports_its_power(tmp_path):
+    store = Store(tmp_path / "h.db")
+    rid = make_suite_run(store, seeds=(0,))
+    rows = {r["id"]: r for r in check_claims(load(rid, store, n_boot=300))}
+    for cid in ("a", "b", "c"):
+        r = rows[cid]
+        assert r["mde"] > 0 and r["n_needed"] and "paper" in r["n_needed_for"], cid
+    # (b): the paper's +7.4 pp needs far more items than this run's n
+    assert rows["b"]["n_needed"] > rows["b"]["n"] and rows["b"]["mde"] > 0.074
+    from harness.claims import format_power, lead_sentences
+
+    assert format_power(rows["b"]).startswith("MDE ") and "items for the paper's +7.4 pp" in format_power(rows["b"])
+    assert any("MDE" in s for s in lead_sentences(list(rows.values())))
