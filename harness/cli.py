@@ -690,6 +690,11 @@ def gate_cmd(
     input, 3 when the sample cannot decide."""
     from .gate import gate_command
 
+    for path, option in ((markdown, "--markdown"), (junit, "--junit")):
+        if path is not None:  # checked before the gate runs and records anything
+            if Path(path).is_dir():
+                raise HarnessError(f"{option} {path}: is a folder, expected a file path")
+            _check_writable_dir(Path(path).absolute().parent, option)
     raise typer.Exit(gate_command(baseline, candidate, suite, db=db, markdown=markdown, junit=junit, console=console))
 
 

@@ -357,6 +357,10 @@ CASES = [
                        "--suite", str(GATE), "--db", "{ws}/empty.db"], 2, "empty.db: an empty file"),
     ("gate-db-newer", ["gate", "--baseline", "20260101-suite-aaa1", "--candidate", "20260101-suite-aaa2",
                        "--suite", str(GATE), "--db", "{ws}/newer.db"], 2, "newer.db: results store has schema version 99"),
+    ("gate-markdown-dir", ["gate", "--baseline", "20260101-suite-aaa1", "--candidate", "20260101-suite-aaa2",
+                           "--suite", str(GATE), *HDB, "--markdown", "{ws}/g"], 2, "--markdown"),
+    ("gate-junit-under-file", ["gate", "--baseline", "20260101-suite-aaa1", "--candidate", "20260101-suite-aaa2",
+                               "--suite", str(GATE), *HDB, "--junit", "{ws}/a_file/x.xml"], 2, "--junit"),
     # ---- models
     ("models-pull-unknown", ["models", "pull", "gpt-5"], 2, "unknown model alias 'gpt-5'"),
     ("models-pull-no-arg", ["models", "pull"], 2, "Missing argument 'alias'"),
