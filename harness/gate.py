@@ -371,17 +371,13 @@ def _rule_fields(path: str, where: str, d: Mapping) -> dict:
 
 def load_gate_config(path: str | Path) -> GateConfig:
     """Read and validate a gate file; every problem raises ConfigError naming the file and key."""
-    import yaml
 
     p = str(path)
     if not Path(p).is_file():
         raise ConfigError(f"{p}: gate file not found")
-    try:
-        doc = yaml.safe_load(Path(p).read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{p}: not valid YAML ({where}{getattr(e, 'problem', None) or e})") from None
+    from .suite import read_mapping  # UTF-8 checked, duplicate keys and YAML aliases refused
+
+    doc = read_mapping(p)
     if not isinstance(doc, dict):
         raise ConfigError(f"{p}: expected a mapping with a 'metrics' key at the top level")
     _check_keys(p, "top level", doc, _TOP_KEYS)

@@ -493,7 +493,7 @@ def test_missing_metric(gate_file):
 
 
 @pytest.mark.parametrize("text, match", [
-    ("metrics: [tooluse\n", r"not valid YAML \(line 2"),
+    ("metrics: [tooluse\n", r"not valid YAML/JSON \(line 2"),
     ("- a\n- b\n", "expected a mapping"),
     ("metrics: {}\n", "metrics: expected a non-empty mapping"),
     ("metrics:\n  tooluse: {max_dorp: 0.02}\n", "metrics.tooluse: unknown key 'max_dorp'"),
@@ -784,3 +784,16 @@ def test_ifeval_is_gated_on_the_micro_average(gate_file, tmp_path):
     bad.metrics["prior/ifeval"]["weights"] = {"p0": 1.0}
     with pytest.raises(ConfigError, match="weights: expected one weight per item"):
         G.as_outcome_set(bad)
+
+
+def test_gate_and_prior_suite_files_refuse_duplicate_keys(tmp_path):
+    from harness.prior.suite import load_suite as load_prior_suite
+
+    g = tmp_path / "g.yaml"
+    g.write_text("metrics:\n  tooluse: {max_drop: 0.05}\n  tooluse: {max_drop: 0.5}\n")
+    with pytest.raises(ConfigError, match="duplicate key 'tooluse'"):
+        G.load_gate_config(g)
+    p = tmp_path / "p.yaml"
+    p.write_text("benchmarks:\n  hellaswag: {}\nlimit: 4\nlimit: 40\n")
+    with pytest.raises(ConfigError, match="duplicate key 'limit'"):
+        load_prior_suite(p)

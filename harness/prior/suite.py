@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ..errors import ConfigError
 from .tasks import BENCHMARKS
 
@@ -63,12 +61,9 @@ def load_suite(path: str | Path | None = None) -> Suite:
     path = Path(path) if path else DEFAULT_SUITE
     if not path.is_file():
         raise ConfigError(f"{path}: suite file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    from ..suite import read_mapping  # UTF-8 checked, duplicate keys and YAML aliases refused
+
+    raw = read_mapping(path)
     for key in raw:
         if key not in TOP_KEYS:
             raise ConfigError(f"{path}: unknown key '{key}' (allowed: {', '.join(sorted(TOP_KEYS))})")
