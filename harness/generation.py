@@ -31,6 +31,9 @@ class GenerationSettings:
 
 # Bump when a change to the decoding code can change what a given model generates (e.g. 230515a moved
 # greedy decoding from `generate`, which applied a model's generation_config, to `greedy_pruned`).
+# Not bumped for `greedy_shared`: it computes each row's same per-token function as `greedy_pruned`, only
+# in other batch shapes (as a different batch size does), and is measured token-identical to it
+# (benchmarks/bench_decoder.py); bump it if that parity ever shows a changed output.
 DECODER_VERSION = 2
 
 
@@ -72,10 +75,11 @@ def render_chat(tokenizer, prompt: str, use_template: bool = True) -> str:
 
 
 class HFBackend:
-    """Batched with left padding, sorted by length to cut padding.
+    """Transformers generation on this process's device.
 
-    Greedy decoding (the evaluation setting) runs `greedy_pruned`, which drops finished rows;
-    sampling uses transformers `generate`.
+    Greedy decoding (the evaluation setting) runs `greedy_shared` over all prompts of a call: shared
+    prefixes prefilled once, finished rows dropped and their slots refilled, at most `batch_size`
+    rows at a time. Sampling uses transformers `generate` in length-sorted, left-padded batches.
     """
 
     name = "hf"
@@ -85,61 +89,68 @@ class HFBackend:
         self.autocast_bf16 = autocast_bf16
         self.tok.padding_side = "left"
 
+    def _result(self, ids: list[int], n_prompt: int) -> Generation:
+        n = len(ids)
+        while n and ids[n - 1] == self.tok.pad_token_id:
+            n -= 1
+        return Generation(self.tok.decode(ids[:n], skip_special_tokens=True), n_prompt, n)
+
     def generate(self, prompts, settings, on_batch=None):
         import torch
 
         texts = [render_chat(self.tok, p, settings.chat_template) for p in prompts]
         enc = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -len(enc[i]))
         out: list[Generation | None] = [None] * len(texts)
         device = next(self.model.parameters()).device
         eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        if settings.temperature <= 0:
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+                rows = greedy_shared(self.model, enc, settings.max_new_tokens, eos, batch_size=self.batch_size)
+            res = [self._result(r, len(e)) for r, e in zip(rows, enc)]
+            if on_batch:
+                on_batch(0, res)
+            return res
+        order = sorted(range(len(texts)), key=lambda i: -len(enc[i]))
         for b in range(0, len(order), self.batch_size):
             idx = order[b:b + self.batch_size]
             batch = self.tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt").to(device)
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                  enabled=self.autocast_bf16):
-                if settings.temperature > 0:
-                    # seeded by the batch's own prompts, so a sample does not depend on which call
-                    # or offset the batch arrived in (evaluate() sends one batch per call)
-                    torch.manual_seed(settings.seed + int(hash_text("\x00".join(texts[i] for i in idx))[:8], 16))
-                    gen = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens,
-                                              pad_token_id=self.tok.pad_token_id, eos_token_id=eos,
-                                              do_sample=True, temperature=settings.temperature,
-                                              top_p=settings.top_p)
-                    rows = [r.tolist() for r in gen[:, batch["input_ids"].shape[1]:]]
-                else:
-                    rows = greedy_pruned(self.model, batch["input_ids"], batch["attention_mask"],
-                                         settings.max_new_tokens, eos)
+                # seeded by the batch's own prompts, so a sample does not depend on which call
+                # or offset the batch arrived in (evaluate() sends one batch per call)
+                torch.manual_seed(settings.seed + int(hash_text("\x00".join(texts[i] for i in idx))[:8], 16))
+                gen = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens,
+                                          pad_token_id=self.tok.pad_token_id, eos_token_id=eos,
+                                          do_sample=True, temperature=settings.temperature,
+                                          top_p=settings.top_p)
+                rows = [r.tolist() for r in gen[:, batch["input_ids"].shape[1]:]]
             res = []
             for ids, i in zip(rows, idx):
-                n = len(ids)
-                while n and ids[n - 1] == self.tok.pad_token_id:
-                    n -= 1
-                text = self.tok.decode(ids[:n], skip_special_tokens=True)
-                res.append(Generation(text, len(enc[i]), n))
+                res.append(self._result(ids, len(enc[i])))
                 out[i] = res[-1]
             if on_batch:
                 on_batch(b, res)
         return out  # type: ignore[return-value]
 
 
-def greedy_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id) -> list[list[int]]:
-    """Greedy decoding that drops each row from the batch (and its KV cache) once it emits EOS.
+def _cache_kw(model) -> str:
+    """transformers renamed `past_key_values` to `cache` within 5.x; an unknown name would be swallowed by
+    **kwargs and silently decode without the cache, so pick the name the model declares."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
-    Why not `model.generate`: it keeps finished rows in the batch until the longest one ends, so at
-    the paper's 1024-token budget one long "Thought" makes every row of its batch pay for 1024 steps.
-    vLLM fixes this with continuous batching on GPUs; on CPUs this loop is the cheap equivalent.
-    The per-row computation is the one `generate` does (left padding, positions from the attention
-    mask, last-position logits, argmax), so outputs match it (tested against `generate`). It is pure
-    greedy, as the paper evaluates: no repetition penalty or other processors from a model's
-    generation_config.
-    Returns each row's new token ids, EOS included when it was produced.
-    """
+
+def _eos_set(eos_token_id) -> set[int]:
+    return set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+
+
+def _pruned_decode(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id, pick) -> list[list[int]]:
+    """The row-pruning loop shared by greedy and sampled decoding; `pick(logits [rows, vocab])` chooses
+    each alive row's next token."""
     import torch
     from transformers import DynamicCache
 
-    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+    eos = _eos_set(eos_token_id)
     n = input_ids.shape[0]
     out: list[list[int]] = [[] for _ in range(n)]
     if max_new_tokens <= 0:
@@ -148,15 +159,12 @@ def greedy_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_tok
     mask = attention_mask
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
-    # transformers renamed `past_key_values` to `cache` within 5.x; an unknown name would be swallowed by
-    # **kwargs and silently decode without the cache, so pick the name the model declares.
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache_kw = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    cache_kw = _cache_kw(model)
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True,
                    **{cache_kw: cache}, logits_to_keep=1).logits[:, -1]
     next_pos = pos[:, -1:] + 1
     for step in range(max_new_tokens):
-        tok = logits.argmax(-1)
+        tok = pick(logits)
         keep = []
         for j, (r, t) in enumerate(zip(alive, tok.tolist())):
             out[r].append(t)
@@ -173,6 +181,268 @@ def greedy_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_tok
         logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
                        use_cache=True, logits_to_keep=1, **{cache_kw: cache}).logits[:, -1]
         next_pos = next_pos + 1
+    return out
+
+
+def greedy_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id) -> list[list[int]]:
+    """Greedy decoding that drops each row from the batch (and its KV cache) once it emits EOS.
+
+    Why not `model.generate`: it keeps finished rows in the batch until the longest one ends, so at
+    the paper's 1024-token budget one long "Thought" makes every row of its batch pay for 1024 steps.
+    vLLM fixes this with continuous batching on GPUs; on CPUs this loop is the cheap equivalent.
+    The per-row computation is the one `generate` does (left padding, positions from the attention
+    mask, last-position logits, argmax), so outputs match it (tested against `generate`). It is pure
+    greedy, as the paper evaluates: no repetition penalty or other processors from a model's
+    generation_config. `greedy_shared` is the faster equivalent the evaluation backend uses; this one
+    stays as its reference.
+    Returns each row's new token ids, EOS included when it was produced.
+    """
+    return _pruned_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
+                          lambda logits: logits.argmax(-1))
+
+
+def sample_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id, *, temperature: float,
+                  top_p: float, top_k: int | None = None, generator=None) -> list[list[int]]:
+    """Ancestral sampling from the policy itself, dropping each row once it emits EOS (as `greedy_pruned`).
+
+    Only temperature, top-k and top-p shape the distribution (transformers' own warpers, in the order
+    `generate` applies them); nothing from a model's generation_config (a hub model's
+    `repetition_penalty`, its default `top_k`) is applied, because SDFT rollouts must be samples of
+    the policy whose log-probabilities the loss uses. `top_k` None or 0 and `top_p` 1 mean no cut.
+    Each step samples all alive rows with one `torch.multinomial` call on float32 probabilities, as
+    `generate` does, so with the global RNG (`generator=None`) seeded the same way the samples equal
+    `generate`'s while no row has finished; after a row finishes `generate` keeps drawing for it and
+    this loop does not, so the random streams (and later tokens) diverge from there.
+    Returns each row's new token ids, EOS included when it was produced.
+    """
+    import torch
+    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
+                                                        TopPLogitsWarper)
+
+    if not temperature or temperature <= 0:
+        raise ValueError(f"sample_pruned: temperature must be > 0 (got {temperature}); use greedy_pruned for 0")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"sample_pruned: top_p must be in (0, 1] (got {top_p})")
+    warpers = []
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+
+    def pick(logits):
+        scores = logits.to(dtype=torch.float32, copy=True)
+        for w in warpers:
+            scores = w(None, scores)
+        probs = torch.nn.functional.softmax(scores, dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+    return _pruned_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pick)
+
+
+def _prefix_groups(prompts: Sequence[Sequence[int]], min_shared: int) -> list[tuple[int, list[int]]]:
+    """Group prompt indices by a shared leading run of token ids: [(prefix_len, indices)], in order.
+
+    Prompts are visited in lexicographic token order, so prompts sharing a long prefix are
+    neighbours. A prompt joins the current group when the group's prefill saving, (members - 1) x
+    prefix, does not shrink by it and the shared run is at least `min_shared` tokens; so one API's
+    documentation is a group, and a shorter template head common to all APIs does not merge them.
+    A prefix always leaves every member at least one token of its own (the row's last-position logits
+    come from its own forward)."""
+    def lcp(a, b, limit):
+        n = min(len(a), len(b), limit)
+        for k in range(n):
+            if a[k] != b[k]:
+                return k
+        return n
+
+    order = sorted(range(len(prompts)), key=lambda i: tuple(prompts[i]))
+    groups: list[tuple[int, list[int]]] = []
+    for i in order:
+        if groups:
+            p, members = groups[-1]
+            shared = lcp(prompts[members[0]], prompts[i], p)
+            shared = min(shared, len(prompts[i]) - 1)
+            if shared >= min_shared and len(members) * shared >= (len(members) - 1) * p:
+                groups[-1] = (shared, members + [i])
+                continue
+        groups.append((len(prompts[i]) - 1, [i]))
+    return [(p if len(m) > 1 else 0, m) for p, m in groups]
+
+
+def _layers_kv(cache):
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _set_kv(cache, kv) -> None:
+    for layer, (k, v) in zip(cache.layers, kv):
+        layer.keys, layer.values = k, v
+
+
+def _new_cache(model, kv):
+    """A DynamicCache holding the given per-layer (keys, values), each [rows, heads, length, dim]."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    for i, (k, v) in enumerate(kv):
+        cache.update(k, v, i)
+    return cache
+
+
+def _left_pad(x, length: int, dim: int):
+    """Zero-pad `x` on the left of `dim` up to `length` (zeros: padded key/value slots are masked out)."""
+    import torch
+
+    extra = length - x.shape[dim]
+    if extra <= 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+
+def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_token_id,
+                  batch_size: int = 8, min_shared: int = 32) -> list[list[int]]:
+    """Greedy decoding of many prompts with prefix-shared prefill and slot refill; same tokens as
+    `greedy_pruned` on the same prompts (up to floating-point reordering: tested on the tiny models,
+    measured on the real ones by benchmarks/bench_decoder.py).
+
+    Why: tool-use prompts of one API repeat its whole documentation (the 68 paper items come from 10
+    APIs), and under `greedy_pruned` a batch holds its slots until its longest row is done. Here
+      - prompts are grouped by their shared leading token ids (`_prefix_groups`); each group's prefix
+        runs once at batch 1 and its KV cache is copied into every row of the group, whose own suffix
+        is then prefilled on top of it;
+      - at most `batch_size` rows decode together; a row that emits EOS or reaches the budget leaves,
+        and the next waiting prompt is prefilled and joins, so decode steps track the sum of the
+        output lengths rather than batches x the longest.
+    Rows of different lengths share one cache tensor [rows, heads, length, dim] aligned on the right
+    (every row's newest token in the last column). A row's unused columns, on its left and between
+    its prefix and suffix, are zero and masked out by the 2-D attention mask; each row's positions are
+    its own token count, so what a row attends to is exactly its own tokens, as in `greedy_pruned`.
+    Models whose cache is not a plain per-layer DynamicCache (sliding-window layers) fall back to
+    `greedy_pruned` in length-sorted batches.
+    Returns each prompt's new token ids, EOS included when it was produced.
+    """
+    import torch
+
+    eos = _eos_set(eos_token_id)
+    out: list[list[int]] = [[] for _ in prompts]
+    if max_new_tokens <= 0 or not prompts:
+        return out
+    device = next(model.parameters()).device
+    probe = _new_cache(model, [])
+    if any(type(layer).__name__ != "DynamicLayer" for layer in probe.layers):
+        return _greedy_batches(model, prompts, max_new_tokens, eos_token_id, batch_size)
+    cache_kw = _cache_kw(model)
+    groups = _prefix_groups(prompts, min_shared)
+    queue = [(g, i) for g, (_, members) in enumerate(groups) for i in members]
+    remaining = [len(m) for _, m in groups]
+    prefix_kv: dict[int, list] = {}
+
+    def forward(ids, mask, pos, cache):
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                     **{cache_kw: cache}).logits[:, -1]
+
+    def prefix_of(g):
+        if g not in prefix_kv:
+            p = groups[g][0]
+            ids = torch.tensor([list(prompts[groups[g][1][0]][:p])], device=device)
+            cache = _new_cache(model, [])
+            forward(ids, torch.ones_like(ids), torch.arange(p, device=device)[None], cache)
+            prefix_kv[g] = _layers_kv(cache)
+        return prefix_kv[g]
+
+    def prefill(batch):
+        """Prefill the waiting prompts `batch` [(group, index)]: their own suffixes on top of their
+        groups' prefix caches. Returns last-position logits, their cache, mask and next positions."""
+        plen = [groups[g][0] for g, _ in batch]
+        suffix = [list(prompts[i][p:]) for (_, i), p in zip(batch, plen)]
+        P, S = max(plen), max(len(s) for s in suffix)
+        ids = torch.tensor([[0] * (S - len(s)) + s for s in suffix], device=device)
+        mask = torch.tensor([[0] * (P - p) + [1] * p + [0] * (S - len(s)) + [1] * len(s)
+                             for p, s in zip(plen, suffix)], device=device)
+        pos = torch.tensor([[0] * (S - len(s)) + list(range(p, p + len(s))) for p, s in zip(plen, suffix)],
+                           device=device)
+        kv = []
+        if P:
+            per_row = []
+            for g, _ in batch:
+                per_row.append(prefix_of(g) if groups[g][0] else None)
+            first = next(r for r in per_row if r is not None)
+            for layer in range(len(first)):
+                ref = first[layer]
+                ks, vs = [], []
+                for r in per_row:
+                    k, v = r[layer] if r is not None else (ref[0][:, :, :0], ref[1][:, :, :0])
+                    ks.append(_left_pad(k, P, 2))
+                    vs.append(_left_pad(v, P, 2))
+                kv.append((torch.cat(ks), torch.cat(vs)))
+        cache = _new_cache(model, kv)
+        logits = forward(ids, mask, pos, cache)
+        for g, _ in batch:
+            remaining[g] -= 1
+            if remaining[g] == 0:
+                prefix_kv.pop(g, None)
+        return logits, cache, mask, pos[:, -1] + 1
+
+    rows: list[int] = []            # prompt index of each running row
+    cache = None                    # their KV cache
+    mask = pos = tok = None
+    while queue or rows:
+        logits_new = None
+        if queue and len(rows) < batch_size:
+            batch, queue = queue[:batch_size - len(rows)], queue[batch_size - len(rows):]
+            logits_new, cache_new, mask_new, pos_new = prefill(batch)
+            new_rows = [i for _, i in batch]
+        if rows:
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            logits = forward(tok[:, None], mask, pos[:, None], cache)
+            pos = pos + 1
+        if logits_new is not None:
+            if rows:
+                L = max(mask.shape[1], mask_new.shape[1])
+                _set_kv(cache, [(torch.cat([_left_pad(k, L, 2), _left_pad(k2, L, 2)]),
+                                 torch.cat([_left_pad(v, L, 2), _left_pad(v2, L, 2)]))
+                                for (k, v), (k2, v2) in zip(_layers_kv(cache), _layers_kv(cache_new))])
+                mask = torch.cat([_left_pad(mask, L, 1), _left_pad(mask_new, L, 1)])
+                pos, logits = torch.cat([pos, pos_new]), torch.cat([logits, logits_new])
+            else:
+                cache, mask, pos, logits = cache_new, mask_new, pos_new, logits_new
+            rows = rows + new_rows
+        tok = logits.argmax(-1)
+        keep = []
+        for j, (r, t) in enumerate(zip(rows, tok.tolist())):
+            out[r].append(t)
+            if t not in eos and len(out[r]) < max_new_tokens:
+                keep.append(j)
+        if len(keep) < len(rows):
+            sel = torch.tensor(keep, dtype=torch.long, device=device)
+            rows = [rows[j] for j in keep]
+            mask, pos, tok = mask[sel], pos[sel], tok[sel]
+            if rows:
+                cache.batch_select_indices(sel)
+                first = int(mask.any(0).nonzero()[0])
+                if first:  # drop leading columns no remaining row uses
+                    mask = mask[:, first:]
+                    _set_kv(cache, [(k[:, :, first:], v[:, :, first:]) for k, v in _layers_kv(cache)])
+    return out
+
+
+def _greedy_batches(model, prompts, max_new_tokens, eos_token_id, batch_size) -> list[list[int]]:
+    """`greedy_pruned` over length-sorted, left-padded batches (the decoder before `greedy_shared`)."""
+    import torch
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        L = max(len(prompts[i]) for i in idx)
+        ids = torch.tensor([[0] * (L - len(prompts[i])) + list(prompts[i]) for i in idx], device=device)
+        mask = torch.tensor([[0] * (L - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device)
+        for i, r in zip(idx, greedy_pruned(model, ids, mask, max_new_tokens, eos_token_id)):
+            out[i] = r
     return out
 
 

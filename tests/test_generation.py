@@ -1,10 +1,13 @@
-"""Greedy decoding with row pruning must produce exactly what transformers `generate` produces."""
+"""Greedy decoding with row pruning must produce exactly what transformers `generate` produces; the
+prefix-sharing, slot-refilling decoder exactly what `greedy_pruned` produces; sampling with row pruning
+samples the policy's own distribution."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.generation import GenerationSettings, HFBackend, greedy_pruned
+from harness.generation import (GenerationSettings, HFBackend, _greedy_batches, _prefix_groups, greedy_pruned,
+                                greedy_shared, sample_pruned)
 
 PROMPTS = ["Thought: I need to call", "Action Input: {\"city\": \"Paris\"} and then a much longer prompt here",
            "def add(a, b):", "The quick brown fox jumps over the lazy dog. 0123", "Your task"]
@@ -75,6 +78,234 @@ def test_backend_outputs_do_not_depend_on_batch_size(tiny_model, batch_size):
     got = HFBackend(model, tok, batch_size=batch_size).generate(PROMPTS, settings)
     assert [g.text for g in got] == [g.text for g in one]
     assert [g.n_new_tokens for g in got] == [g.n_new_tokens for g in one]
+
+
+DOC = ("Your task is to answer the user's question using available tools. The tool is getWeather: it returns "
+       "the weather of a city. Parameters: city (string), unit (celsius or fahrenheit). ")
+
+
+def _shared_prompts(tok) -> list[list[int]]:
+    """Token ids of chat-formatted prompts: two families sharing a long documentation prefix each,
+    and two unrelated prompts, so both shared and unshared rows meet in one batch."""
+    from harness.generation import render_chat
+
+    texts = [DOC * 3 + f"Question: {q}" for q in ("Paris?", "the weather in Rome tomorrow", "Oslo", "Lima now")]
+    texts += [DOC[::-1] * 2 + f"Question: {q}" for q in ("add 2 and 3", "def add(a, b):", "0123")]
+    texts += PROMPTS[:2]
+    return [tok(render_chat(tok, t), add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _early_token(model, prompts):
+    """A token some rows emit early and others do not (used as EOS so rows finish at different steps)."""
+    import torch
+
+    with torch.no_grad():
+        ref = _greedy_batches(model, prompts, 16, None, 4)
+    counts: dict[int, int] = {}
+    for r in ref:
+        for t in set(r[1:10]):
+            counts[t] = counts.get(t, 0) + 1
+    cands = sorted((t for t, c in counts.items() if 1 < c < len(ref) - 1), key=lambda t: -counts[t])
+    assert cands, "tiny model produced no usable early token"
+    return cands[0]
+
+
+def test_prefix_groups_share_one_documentation_each_and_leave_every_row_a_suffix():
+    doc_a, doc_b, head = list(range(100, 160)), list(range(200, 240)), [1, 2, 3, 4, 5]
+    prompts = [head + doc_a + [7, 8], head + doc_b + [9], head + doc_a + [7, 9, 9], [5, 6], head + doc_b + [9, 1],
+               head + doc_a + [7, 8]]   # a duplicate prompt still keeps one token of its own
+    groups = _prefix_groups(prompts, min_shared=16)
+    by_members = {tuple(sorted(m)): p for p, m in groups}
+    # the 5-token head common to all does not merge the two documentations into one group
+    assert by_members == {(0, 2, 5): 66, (1, 4): 45, (3,): 0}
+    assert sorted(i for _, m in groups for i in m) == list(range(len(prompts)))
+    assert all(p < len(prompts[i]) and prompts[i][:p] == prompts[m[0]][:p] for p, m in groups for i in m)
+    assert _prefix_groups(prompts, min_shared=100) == [(0, [i]) for i in sorted(range(6), key=lambda i: prompts[i])]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_shared_prefill_with_slot_refill_equals_greedy_pruned(tiny_model, batch_size):
+    import torch
+
+    model, tok = tiny_model
+    prompts = _shared_prompts(tok)
+    groups = _prefix_groups(prompts, 32)
+    assert sum(1 for p, m in groups if p and len(m) > 1) == 2 and any(p == 0 for p, _ in groups)
+    eos = _early_token(model, prompts)
+    with torch.no_grad():
+        ref = _greedy_batches(model, prompts, 16, eos, 4)          # greedy_pruned, 4 rows per batch
+        got = greedy_shared(model, prompts, 16, eos, batch_size=batch_size)
+    assert len({len(r) for r in ref}) > 2, "rows must finish at different steps for this test to bite"
+    assert got == ref
+    with torch.no_grad():
+        assert greedy_shared(model, prompts, 0, eos, batch_size) == [[] for _ in prompts]
+        assert greedy_shared(model, prompts[:2], 5, None, batch_size) == _greedy_batches(model, prompts[:2], 5, None, 2)
+
+
+class _Counting:
+    """Wraps a model: records each forward's real (unmasked) new tokens and its rows."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, input_ids, attention_mask, **kw):
+        n = input_ids.shape[1]
+        self.calls.append((input_ids.shape[0], n, int(attention_mask[:, -n:].sum())))
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw)
+
+
+def test_shared_prefix_is_prefilled_once_and_freed_slots_are_refilled(tiny_model):
+    import torch
+
+    model, tok = tiny_model
+    prompts = _shared_prompts(tok)
+    eos = _early_token(model, prompts)
+    batch = 2
+    counting = _Counting(model)
+    with torch.no_grad():
+        got = greedy_shared(counting, prompts, 32, eos, batch_size=batch)
+    groups = _prefix_groups(prompts, 32)
+    prefix_of = {i: p for p, m in groups for i in m}
+    # each shared prefix runs once; each row forwards only its own suffix and its decoded tokens
+    expected = (sum(p for p, m in groups if p) + sum(len(q) - prefix_of[i] for i, q in enumerate(prompts))
+                + sum(len(r) - 1 for r in got))
+    assert sum(real for _, _, real in counting.calls) == expected
+    assert expected < sum(map(len, prompts)) * 0.6
+    assert max(rows for rows, _, _ in counting.calls) <= batch
+    # slot refill: a finished row's slot is taken by the next waiting prompt at the next step, so the
+    # decode steps are those of this schedule; batches of `batch` without refill take longer
+    queue, running, sched = [i for _, m in groups for i in m], {}, 0
+    while queue or running:
+        sched += bool(running)                    # rows already running decode one token together
+        while queue and len(running) < batch:
+            running[queue.pop(0)] = 0             # a new row's first token comes from its prefill
+        for r in list(running):
+            running[r] += 1
+            if running[r] == len(got[r]):
+                del running[r]
+    steps = sum(1 for _, n, _ in counting.calls if n == 1)
+    assert all(len(q) - prefix_of[i] > 1 for i, q in enumerate(prompts))  # so n == 1 only for decode steps
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))   # the old backend's batches
+    batched = sum(max(len(got[i]) for i in order[b:b + batch]) - 1 for b in range(0, len(order), batch))
+    order = [i for _, m in groups for i in m]                             # this decoder's order, no refill
+    unrefilled = sum(max(len(got[i]) for i in order[b:b + batch]) - 1 for b in range(0, len(order), batch))
+    assert steps == sched < min(batched, unrefilled), (steps, sched, batched, unrefilled)
+
+
+def test_sliding_window_models_fall_back_to_pruned_batches_with_the_same_tokens(tiny_model):
+    """Sliding-window cache layers keep only the window, so the shared layout cannot be built on them."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    _, tok = tiny_model
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             sliding_window=8)).eval()
+    prompts = [p[:60] for p in _shared_prompts(tok)]
+    with torch.no_grad():
+        assert greedy_shared(model, prompts, 6, None, batch_size=3) == _greedy_batches(model, prompts, 6, None, 3)
+
+
+def test_backend_greedy_uses_the_shared_decoder_with_its_batch_size(tiny_model, monkeypatch):
+    from harness import generation
+
+    model, tok = tiny_model
+    seen = {}
+    real = generation.greedy_shared
+
+    def spy(model_, prompts, max_new, eos, batch_size):
+        seen["n"], seen["batch"] = len(prompts), batch_size
+        return real(model_, prompts, max_new, eos, batch_size=batch_size)
+
+    monkeypatch.setattr(generation, "greedy_shared", spy)
+    got = HFBackend(model, tok, batch_size=2).generate(PROMPTS, GenerationSettings(max_new_tokens=4))
+    assert seen == {"n": len(PROMPTS), "batch": 2} and all(g.n_new_tokens == 4 for g in got)
+
+
+def _generate_sample(model, tok, batch, max_new, eos, **kw):
+    import torch
+
+    with torch.no_grad():
+        gen = model.generate(**batch, max_new_tokens=max_new, do_sample=True, repetition_penalty=1.0,
+                             pad_token_id=tok.pad_token_id, eos_token_id=eos, **kw)
+    return gen[:, batch["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=0.7, top_p=1.0, top_k=0), dict(temperature=1.3, top_p=0.9, top_k=20)])
+def test_sample_pruned_equals_generate_under_the_same_seed_while_no_row_finishes(tiny_model, kw):
+    import torch
+
+    model, tok = tiny_model
+    batch = _batch(tok)
+    torch.manual_seed(11)
+    ref = _generate_sample(model, tok, batch, 12, None, **kw)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        got = sample_pruned(model, batch["input_ids"], batch["attention_mask"], 12, None, **kw)
+    assert got == ref
+    torch.manual_seed(12)
+    with torch.no_grad():
+        assert sample_pruned(model, batch["input_ids"], batch["attention_mask"], 12, None, **kw) != ref
+
+
+def test_sample_pruned_is_deterministic_under_a_generator_seed(tiny_model):
+    import torch
+
+    model, tok = tiny_model
+    batch = _batch(tok)
+    eos = _frequent_token(model, tok, batch)
+
+    def run(seed):
+        with torch.no_grad():
+            return sample_pruned(model, batch["input_ids"], batch["attention_mask"], 16, eos, temperature=1.0,
+                                 top_p=1.0, generator=torch.Generator().manual_seed(seed))
+
+    a = run(3)
+    assert a == run(3) and a != run(4)
+    assert all(len(r) == 16 or r[-1] == eos for r in a)
+    with pytest.raises(ValueError, match="temperature"):
+        sample_pruned(model, batch["input_ids"], batch["attention_mask"], 4, eos, temperature=0.0, top_p=1.0)
+
+
+def test_sample_pruned_draws_from_the_policy_itself_not_the_generation_config(tiny_model, monkeypatch):
+    """Each alive row's step distribution is softmax(logits / T) of a full forward of the row's own
+    prefix, even when the model's generation_config asks for a repetition penalty and top-k."""
+    import torch
+
+    model, tok = tiny_model
+    model.generation_config.repetition_penalty, model.generation_config.top_k = 3.0, 2
+    batch = _batch(tok)
+    eos = list(range(0, len(tok), 8))   # near-uniform samples of a random model: 1 in 8 ends a row
+    recorded = []
+    real = torch.multinomial
+
+    def spy(probs, num_samples, generator=None):
+        recorded.append(probs.clone())
+        return real(probs, num_samples, generator=generator)
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    temp = 0.8
+    with torch.no_grad():
+        got = sample_pruned(model, batch["input_ids"], batch["attention_mask"], 10, eos, temperature=temp,
+                            top_p=1.0, generator=torch.Generator().manual_seed(0))
+    monkeypatch.undo()
+    assert len({len(r) for r in got}) > 1, "rows must finish at different steps for this test to bite"
+    assert len(recorded) == max(map(len, got))
+    for step, probs in enumerate(recorded):
+        alive = [r for r in range(len(got)) if len(got[r]) > step]
+        assert probs.shape[0] == len(alive)
+        for j, r in enumerate(alive):
+            prompt = batch["input_ids"][r][batch["attention_mask"][r].bool()].tolist()
+            ids = torch.tensor([prompt + got[r][:step]])
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, -1].float()
+            want = torch.softmax(logits / temp, -1)
+            assert torch.allclose(probs[j], want, atol=1e-5), (step, r)
+            assert (probs[j] > 0).sum() > 2  # no top-k from the generation_config
 
 
 def test_vllm_backend_is_wired_through_evaluate_with_its_own_cache_key(tmp_path, tiny_model_dir, data_dir,
