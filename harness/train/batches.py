@@ -73,15 +73,3 @@ def right_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
             ids[i, :len(s)] = torch.tensor(s)
             mask[i, :len(s)] = 1
     return ids, mask
-
-
-def completion_mask(completions: torch.Tensor, eos_ids: set[int], pad_id: int) -> torch.Tensor:
-    """1 up to and including the first end-of-sequence token, 0 after it."""
-    mask = torch.ones_like(completions)
-    for i in range(completions.shape[0]):
-        row = completions[i].tolist()
-        for j, t in enumerate(row):
-            if t in eos_ids:
-                mask[i, j + 1:] = 0
-                break
-    return mask

@@ -14,6 +14,11 @@ from ..hashing import hash_obj
 from .losses import DIVERGENCES, ESTIMATORS
 
 METHODS = ("sft", "sdft")
+# The SDFT rollout sampler, part of the SDFT training key: a different sampler draws different rollouts
+# from the same seed, so a checkpoint trained with one is not what a run with the other would produce.
+# 'sample_pruned/1': harness.generation.sample_pruned (temperature/top-p/top-k only, finished rows
+# dropped); before it, `generate` with the model's generation_config (no id in the key).
+ROLLOUT_SAMPLER = "sample_pruned/1"
 TEACHERS = ("ema", "frozen", "live")
 
 
@@ -39,7 +44,7 @@ class TrainConfig:
     schedule: str = "cosine"             # 'cosine' or 'constant'
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
-    bf16: bool = True                    # bf16 autocast (CPU and GPU)
+    bf16: bool | str = "auto"            # bf16 autocast: true, false, or auto (resolved at construction)
     gradient_checkpointing: bool = False
     seed: int = 0
     max_prompt_tokens: int = 2048        # student/teacher prompt limit (never silently truncated)
@@ -57,6 +62,7 @@ class TrainConfig:
     skip_tokens: int = 3                 # (sdft) first completion tokens excluded from the loss
     temperature: float = 1.0             # (sdft) rollout sampling temperature
     top_p: float = 1.0                   # (sdft) rollout nucleus
+    top_k: int | None = None             # (sdft) rollout top-k (None = off; nothing else filters the samples)
     teacher_template: str = "paper"      # (sdft) 'paper', 'code' or a custom template
     chunk_tokens: int = 64               # positions per chunk in the full-vocabulary divergence
     # --- logging and checkpoints
@@ -67,7 +73,24 @@ class TrainConfig:
 
     def __post_init__(self):
         self.lora_targets = tuple(self.lora_targets)
+        self.precision = None
+        if isinstance(self.bf16, bool) or self.bf16 == "auto":
+            self._resolve_bf16()
         self.validate()
+
+    def _resolve_bf16(self) -> None:
+        """`auto` becomes a concrete True/False here, before any key is computed, so checkpoint keys
+        and metadata record what ran. Decided by the measured probe of `harness.precision` on the
+        device the training loop will use (CUDA when available, else CPU); the decision is kept in
+        `self.precision` (not a field, so not part of the key)."""
+        from ..precision import resolve_autocast
+
+        device = "cpu"
+        if self.bf16 == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.bf16, self.precision = resolve_autocast(self.bf16, device)
 
     def validate(self) -> None:
         def bad(key, msg):
@@ -99,6 +122,14 @@ class TrainConfig:
             bad("max_rollout_tokens", f"must be positive, got {self.max_rollout_tokens}")
         if self.skip_tokens < 0:
             bad("skip_tokens", "must be >= 0")
+        if self.top_k is not None and self.top_k <= 0:
+            bad("top_k", f"must be positive or unset (off), got {self.top_k}")
+        if not self.temperature > 0:
+            bad("temperature", f"must be positive (rollouts are samples), got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            bad("top_p", f"must be in (0, 1], got {self.top_p}")
+        if not isinstance(self.bf16, bool):
+            bad("bf16", f"must be true, false or auto, got {self.bf16!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -118,4 +149,8 @@ class TrainConfig:
         d = self.to_dict()
         for k in ("save_every", "keep_checkpoints", "merge", "drift_every"):
             d.pop(k)
+        if d["top_k"] is None:  # off: the same samples as before the setting existed, so the same key
+            d.pop("top_k")
+        if self.method == "sdft":
+            d["rollout_sampler"] = ROLLOUT_SAMPLER
         return hash_obj({"config": d, "data": data_hash, "model": model_hash}, n=20)

@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,13 +38,16 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, ConfigError
 from ..hashing import hash_obj
-from .batches import Example, completion_mask, encode_records, left_pad, right_pad
+from .batches import Example, encode_records, left_pad, right_pad
 from .config import TrainConfig
 from .losses import chunked_divergence, masked_sequence_mean, skip_mask
 from .teacher import TeacherHandle
 
+# Per-phase wall-clock seconds of one optimizer step, exclusive of each other (see `Phases`).
+PHASES = ("gen_s", "teacher_s", "student_fwd_s", "student_bwd_s", "optim_s", "drift_s")
 LOG_FIELDS = ["step", "epoch", "loss", "divergence", "drift_kl", "rollout_len", "tokens_per_s", "gen_tokens_per_s",
-              "step_s", "gen_s", "drift_s", "lr", "grad_norm", "tokens_generated", "tokens_forwarded"]
+              "step_s", "gen_s", "drift_s", "lr", "grad_norm", "tokens_generated", "tokens_forwarded",
+              "teacher_s", "student_fwd_s", "student_bwd_s", "optim_s", "other_s"]
 
 
 @dataclass
@@ -66,9 +70,62 @@ class HiddenStates(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask):
-        return self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+    def forward(self, input_ids, attention_mask, position_ids):
+        return self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                         use_cache=False).last_hidden_state
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, as `generate` and the greedy decoder compute them.
+
+    Without them a left-padded row starts at position `n_pad` instead of 0: harmless up to rounding
+    for RoPE (relative), wrong for models with absolute position embeddings."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@contextmanager
+def eval_mode(module):
+    """Forward-only passes (teacher, drift probe) run without dropout, so they are deterministic
+    functions of the weights; the previous mode is restored after."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
+
+
+class Phases:
+    """Exclusive wall-clock seconds per phase of one step: entering a phase inside another pauses
+    the outer one (the teacher's head is computed inside the student's chunked loss loop), so the
+    phases add up to the step. On GPUs the device is synchronised at each boundary, so queued
+    kernels are charged to the phase that queued them."""
+
+    def __init__(self, device: torch.device):
+        self.t = dict.fromkeys(PHASES, 0.0)
+        self._cuda = device.type == "cuda"
+        self._stack: list[list] = []  # [name, start]
+
+    def _now(self) -> float:
+        if self._cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    @contextmanager
+    def __call__(self, name: str):
+        now = self._now()
+        if self._stack:
+            outer = self._stack[-1]
+            self.t[outer[0]] += now - outer[1]
+        self._stack.append([name, now])
+        try:
+            yield
+        finally:
+            now = self._now()
+            _, start = self._stack.pop()
+            self.t[name] += now - start
+            if self._stack:
+                self._stack[-1][1] = now
 
 
 def _lm_head(model):
@@ -198,39 +255,41 @@ class Run:
     # ------------------------------------------------------------------ pieces
     @torch.no_grad()
     def rollouts(self, exs: list[Example], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One sampled completion per prompt from the student (right-padded ids, mask)."""
-        pad = self.tok.pad_token_id
+        """One sampled completion per prompt from the student (right-padded ids, mask).
+
+        The samples must come from the policy itself: `generation.sample_pruned` applies
+        temperature, top-p and top-k exactly as configured and nothing from the model's own
+        generation_config (hub Qwen2.5-Instruct ships repetition_penalty 1.05 and top_k 20, which
+        `generate` would apply, making the rollouts off-policy for the divergence they train). It
+        also drops each row once it ends, so a long rollout does not make finished ones pay for
+        its length. The global RNG is seeded per micro-batch, so rollouts are a function of
+        (seed, step, micro-batch) and a resumed run samples what an uninterrupted one would."""
+        from ..generation import sample_pruned
+
+        cfg, pad = self.cfg, self.tok.pad_token_id
         ids, mask = left_pad([e.student_ids for e in exs], pad)
-        m = self.model
-        was_training = m.training
-        m.eval()
         torch.manual_seed(seed)
-        with self.autocast():
-            gen = m.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=True,
-                             temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=0,
-                             max_new_tokens=self.cfg.max_rollout_tokens or self.cfg.max_completion_tokens,
-                             pad_token_id=pad,
-                             eos_token_id=sorted(self.eos_ids) or None, use_cache=True)
-        if was_training:
-            m.train()
-        comp = gen[:, ids.shape[1]:].cpu()
-        if comp.shape[1] == 0:
-            comp = torch.full((len(exs), 1), pad, dtype=torch.long)
-        cmask = completion_mask(comp, self.eos_ids, pad)
-        return comp, cmask
+        with eval_mode(self.model) as m, self.autocast():
+            rows = sample_pruned(m, ids.to(self.device), mask.to(self.device),
+                                 cfg.max_rollout_tokens or cfg.max_completion_tokens, sorted(self.eos_ids),
+                                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
+        # each row stops at its first EOS (kept), so the length mask is the completion mask
+        return right_pad(rows, pad)
 
     def _hidden(self, prompts: list[list[int]], comp: torch.Tensor, cmask: torch.Tensor, module=None):
         """Final hidden states at the positions that predict each completion token. With
         `module=None` the forward goes through the accelerate-wrapped student (gradients, DDP);
-        otherwise through `module`'s decoder."""
+        otherwise through `module`'s decoder. Both get positions counted from the attention mask."""
         pids, pmask = left_pad(prompts, self.tok.pad_token_id)
         ids = torch.cat([pids, comp], 1).to(self.device)
         att = torch.cat([pmask, cmask], 1).to(self.device)
+        pos = position_ids(att)
         with self.autocast():
             if module is None:
-                h = self.wrapped(ids, att)
+                h = self.wrapped(ids, att, pos)
             else:
-                h = module.get_decoder()(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+                h = module.get_decoder()(input_ids=ids, attention_mask=att, position_ids=pos,
+                                         use_cache=False).last_hidden_state
         P = pids.shape[1]
         return h[:, P - 1:P - 1 + comp.shape[1]]
 
@@ -240,65 +299,75 @@ class Run:
                 return head(hidden[:, a:b]).float()
         return fn
 
-    def divergence_loss(self, exs, comp, cmask):
+    def divergence_loss(self, exs, comp, cmask, phases: Phases | None = None):
         """SDFT: per-token divergence between student (student prompt) and teacher (teacher prompt)
-        on the same rollout tokens; teacher under stop-gradient.
+        on the same rollout tokens; teacher under stop-gradient, in eval mode (no dropout).
 
         Only the teacher's hidden states (B×L×H) are kept; its logits are computed chunk by chunk
         alongside the student's, so no B×L×V tensor exists at once. The output head is never a LoRA
         target (checked at start-up), so the teacher's head is usable outside its adapter context."""
         cfg = self.cfg
-        with self.teacher.teacher_weights() as tmod:
+        ph = phases or Phases(self.device)
+        with ph("teacher_s"), self.teacher.teacher_weights() as tmod, eval_mode(tmod):
             t_hidden = self._hidden([e.teacher_ids for e in exs], comp, cmask, module=tmod).detach()
             t_logits = self._logits_fn(_lm_head(tmod), t_hidden)
-        s_hidden = self._hidden([e.student_ids for e in exs], comp, cmask)
+        with ph("student_fwd_s"):
+            s_hidden = self._hidden([e.student_ids for e in exs], comp, cmask)
 
-        def teacher_logits(a, b):
-            with torch.no_grad():
-                return t_logits(a, b)
+            def teacher_logits(a, b):
+                with torch.no_grad(), ph("teacher_s"):
+                    return t_logits(a, b)
 
-        per_tok = chunked_divergence(
-            s_hidden, teacher_logits, _lm_head(self.model), comp.to(self.device),
-            cfg.divergence, cfg.estimator, cfg.topk, cfg.jsd_beta, cfg.chunk_tokens, cfg.temperature)
-        mask = skip_mask(cmask, cfg.skip_tokens).to(self.device)
-        return masked_sequence_mean(per_tok, mask), per_tok.detach(), mask
+            per_tok = chunked_divergence(
+                s_hidden, teacher_logits, _lm_head(self.model), comp.to(self.device),
+                cfg.divergence, cfg.estimator, cfg.topk, cfg.jsd_beta, cfg.chunk_tokens, cfg.temperature)
+            mask = skip_mask(cmask, cfg.skip_tokens).to(self.device)
+            return masked_sequence_mean(per_tok, mask), per_tok.detach(), mask
 
-    def sft_loss(self, exs):
-        """SFT: next-token cross-entropy on the demonstration tokens only (prompt masked)."""
-        comp, cmask = right_pad([e.demo_ids for e in exs], self.tok.pad_token_id)
-        h = self._hidden([e.student_ids for e in exs], comp, cmask)
-        head = _lm_head(self.model)
-        targets = comp.to(self.device)
-        losses = []
-        for a in range(0, comp.shape[1], self.cfg.chunk_tokens):
-            b = min(comp.shape[1], a + self.cfg.chunk_tokens)
+    def sft_loss(self, exs, phases: Phases | None = None):
+        """SFT: next-token cross-entropy on the demonstration tokens only (prompt masked).
 
-            def piece(hh, a=a, b=b):
-                with self.autocast():
-                    logits = head(hh).float()
-                return torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets[:, a:b], reduction="none")
+        The same path as the SDFT student: hidden states from the wrapped decoder, then the head a
+        chunk of positions at a time, recomputed in backward, so no B×L×V tensor is kept."""
+        ph = phases or Phases(self.device)
+        with ph("student_fwd_s"):
+            comp, cmask = right_pad([e.demo_ids for e in exs], self.tok.pad_token_id)
+            h = self._hidden([e.student_ids for e in exs], comp, cmask)
+            head = _lm_head(self.model)
+            targets = comp.to(self.device)
+            losses = []
+            for a in range(0, comp.shape[1], self.cfg.chunk_tokens):
+                b = min(comp.shape[1], a + self.cfg.chunk_tokens)
 
-            chunk = h[:, a:b]
-            losses.append(torch.utils.checkpoint.checkpoint(piece, chunk, use_reentrant=False)
-                          if chunk.requires_grad else piece(chunk))
-        per_tok = torch.cat(losses, 1)
-        mask = cmask.to(self.device)
-        return masked_sequence_mean(per_tok, mask), comp, cmask
+                def piece(hh, a=a, b=b):
+                    with self.autocast():
+                        logits = head(hh).float()
+                    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[:, a:b].flatten(),
+                                                             reduction="none").view(logits.shape[:2])
+
+                chunk = h[:, a:b]
+                losses.append(torch.utils.checkpoint.checkpoint(piece, chunk, use_reentrant=False)
+                              if chunk.requires_grad else piece(chunk))
+            per_tok = torch.cat(losses, 1)
+            mask = cmask.to(self.device)
+            return masked_sequence_mean(per_tok, mask), comp, cmask
 
     @torch.no_grad()
     def drift_kl(self, exs, comp, cmask) -> float:
-        """Mean per-token KL(student ‖ initial model) on the student's own rollouts (full vocab)."""
-        s_h = self._hidden([e.student_ids for e in exs], comp, cmask, module=self.model)
-        s_fn = self._logits_fn(_lm_head(self.model), s_h)
-        with self.teacher.initial_weights() as imod:
-            i_h = self._hidden([e.student_ids for e in exs], comp, cmask, module=imod)
-            i_fn = self._logits_fn(_lm_head(imod), i_h)
-            vals = []
-            for a in range(0, comp.shape[1], self.cfg.chunk_tokens):
-                b = min(comp.shape[1], a + self.cfg.chunk_tokens)
-                s = torch.log_softmax(s_fn(a, b), -1)
-                i = torch.log_softmax(i_fn(a, b), -1)
-                vals.append((s.exp() * (s - i)).sum(-1))
+        """Mean per-token KL(student ‖ initial model) on the student's own rollouts (full vocab),
+        both forwards in eval mode (no dropout)."""
+        with eval_mode(self.model):
+            s_h = self._hidden([e.student_ids for e in exs], comp, cmask, module=self.model)
+            s_fn = self._logits_fn(_lm_head(self.model), s_h)
+            with self.teacher.initial_weights() as imod, eval_mode(imod):
+                i_h = self._hidden([e.student_ids for e in exs], comp, cmask, module=imod)
+                i_fn = self._logits_fn(_lm_head(imod), i_h)
+                vals = []
+                for a in range(0, comp.shape[1], self.cfg.chunk_tokens):
+                    b = min(comp.shape[1], a + self.cfg.chunk_tokens)
+                    s = torch.log_softmax(s_fn(a, b), -1)
+                    i = torch.log_softmax(i_fn(a, b), -1)
+                    vals.append((s.exp() * (s - i)).sum(-1))
         kl = torch.cat(vals, 1)
         return float(masked_sequence_mean(kl, cmask.to(self.device)))
 
@@ -307,10 +376,11 @@ class Run:
         cfg = self.cfg
         step = self.step
         t0 = time.perf_counter()
+        ph = Phases(self.device)
         self.model.train()
         micro = self.my_micro_batches(step)
-        stats = {"loss": 0.0, "divergence": 0.0, "rollout_len": 0.0, "gen_s": 0.0, "drift_kl": float("nan"),
-                 "drift_s": 0.0, "tokens_generated": 0, "tokens_forwarded": 0}
+        stats = {"loss": 0.0, "divergence": 0.0, "rollout_len": 0.0, "drift_kl": float("nan"),
+                 "tokens_generated": 0, "tokens_forwarded": 0}
         # Before the first update the student *is* the initial model (LoRA B = 0, or identical full
         # weights), so its drift is exactly 0: record that instead of paying a probe (~2 min on CPU).
         measure_drift = cfg.drift_every > 0 and step > 0 and step % cfg.drift_every == 0
@@ -318,39 +388,40 @@ class Run:
         for j, exs in micro:
             seed = int(hash_obj([cfg.seed, step, j], n=8), 16)
             if cfg.method == "sdft":
-                tg = time.perf_counter()
-                comp, cmask = self.rollouts(exs, seed)
-                stats["gen_s"] += time.perf_counter() - tg
-                loss, per_tok, mask = self.divergence_loss(exs, comp, cmask)
+                with ph("gen_s"):
+                    comp, cmask = self.rollouts(exs, seed)
+                loss, per_tok, mask = self.divergence_loss(exs, comp, cmask, ph)
                 div = float(loss.detach())  # for 'sampled' this is the surrogate, not the KL
                 n_gen = int(cmask.sum())
                 stats["tokens_generated"] += n_gen
                 prompt_tokens = sum(len(e.student_ids) + len(e.teacher_ids) for e in exs)
             else:
-                loss, comp, cmask = self.sft_loss(exs)
+                loss, comp, cmask = self.sft_loss(exs, ph)
                 div = float("nan")
                 prompt_tokens = sum(len(e.student_ids) for e in exs)
-            self.acc.backward(loss / len(micro))
+            with ph("student_bwd_s"):
+                self.acc.backward(loss / len(micro))
             stats["loss"] += float(loss.detach()) / len(micro)
             stats["divergence"] += div / len(micro)
             stats["rollout_len"] += float(cmask.sum(1).float().mean()) / len(micro)
             stats["tokens_forwarded"] += prompt_tokens + int(cmask.sum()) * (2 if cfg.method == "sdft" else 1)
             if measure_drift:
-                td = time.perf_counter()
-                if cfg.method == "sft":  # SFT has no rollouts of its own: sample some, off the clock
-                    comp, cmask = self.rollouts(exs, seed)
-                drifts.append(self.drift_kl(exs, comp, cmask))
-                stats["drift_s"] += time.perf_counter() - td
-        self._sync_grads()
-        grad_norm = self.acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                             cfg.max_grad_norm)
-        lr = self.sched.get_last_lr()[0]
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.step += 1
-        if cfg.method == "sdft" and self.step % cfg.ema_every == 0:
-            self.teacher.ema_update(cfg.ema_alpha)
+                with ph("drift_s"):
+                    if cfg.method == "sft":  # SFT has no rollouts of its own: sample some, off the clock
+                        comp, cmask = self.rollouts(exs, seed)
+                    drifts.append(self.drift_kl(exs, comp, cmask))
+        with ph("optim_s"):
+            self._sync_grads()
+            grad_norm = self.acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                 cfg.max_grad_norm)
+            lr = self.sched.get_last_lr()[0]
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            if cfg.method == "sdft" and self.step % cfg.ema_every == 0:
+                self.teacher.ema_update(cfg.ema_alpha)
+        stats |= ph.t
         from ..hashing import forget_model_hash
 
         forget_model_hash(self.model)
@@ -376,6 +447,9 @@ class Run:
                "step_s": train_s, "gen_s": stats["gen_s"], "drift_s": stats["drift_s"], "lr": lr,
                "grad_norm": float(grad_norm), "tokens_generated": int(red["tokens_generated"]),
                "tokens_forwarded": int(red["tokens_forwarded"])}
+        # the rest of the phase profile (gen_s and drift_s above); other_s is bookkeeping outside any phase
+        row |= {k: stats[k] for k in PHASES if k not in row}
+        row["other_s"] = max(0.0, step_s - sum(stats[k] for k in PHASES))
         return row
 
     def _sync_grads(self) -> None:
@@ -430,7 +504,7 @@ class Run:
             if old.get("key") != self.key:
                 now = self.cfg.to_dict()
                 diff = [k for k in now if old.get("config", {}).get(k) != now[k]]
-                what = ", ".join(diff[:4]) if diff else "data or base model"
+                what = ", ".join(diff[:4]) if diff else "data, base model or rollout sampler"
                 raise CheckpointError(f"{self.out}: holds a run with a different configuration "
                                       f"(differs in: {what}); use another --output-dir")
         elif self.out.is_dir() and any(self.out.iterdir()):
@@ -477,7 +551,7 @@ class Run:
             shutil.rmtree(tmp)
         meta = {"config": self.cfg.to_dict(), "key": self.key, "data_hash": self.data_hash,
                 "model_hash": self.model_hash, "steps": self.step, "totals": self.totals,
-                "data_source": self.data_source, "skipped": self.skipped}
+                "data_source": self.data_source, "skipped": self.skipped, "ema_over": self.teacher.ema_over}
         if self.cfg.lora:
             self.model.save_pretrained(tmp, selected_adapters=["default"], safe_serialization=True)
             acfg = json.loads((tmp / "adapter_config.json").read_text())
@@ -516,8 +590,8 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "run_config.json").write_text(json.dumps(
                 {"key": self.key, "config": self.cfg.to_dict(), "data_hash": self.data_hash,
-                 "model_hash": self.model_hash, "data_source": self.data_source, "skipped": self.skipped},
-                indent=1))
+                 "model_hash": self.model_hash, "data_source": self.data_source, "skipped": self.skipped,
+                 "ema_over": self.teacher.ema_over}, indent=1))
         self.acc.wait_for_everyone()
         done_marker = self.out / "final" / "harness_train.json"
         start = self.resume()

@@ -22,6 +22,14 @@ TEACHER_ADAPTER = "teacher"
 
 
 class TeacherHandle:
+    @property
+    def ema_over(self) -> str | None:
+        """What the EMA averages, for the training metadata and reports: 'lora_factors' (the A and B
+        matrices separately, so ΔW_teacher = EMA(B)·EMA(A) ≠ EMA(B·A)), 'weights', or None (no EMA)."""
+        if self.kind != "ema":
+            return None
+        return "lora_factors" if self.lora else "weights"
+
     def __init__(self, model, kind: str, lora: bool, need_initial: bool):
         self.model, self.kind, self.lora = model, kind, lora
         self.copy = None
