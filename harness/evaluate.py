@@ -94,16 +94,22 @@ def summarise(rows: list[dict], wall_s: float, gen_tokens: int, gen_s: float,
             "resumed_items": len(before)}
 
 
+COMMIT_BATCHES = 4  # backend batches handed over (and committed) per call of the backend
+
+
 def evaluate(req: EvalRequest, store: Store, model_hash: str, model_label: str,
              backend_factory: Callable[[], Backend] | Backend,
              progress: Callable[[int, int], None] | None = None, chunk: int | None = None) -> dict:
     """Run (or fetch from the cache) one arm's evaluation; return its summary with `eval_key`.
 
     `backend_factory` is only called when something must be generated, so a cache hit never
-    needs the model in memory. `chunk` items are generated and committed together; it defaults to
-    the backend's batch size, so every generation batch is full and a kill loses at most one batch.
+    needs the model in memory. `chunk` items are handed to the backend and committed together; it
+    defaults to `COMMIT_BATCHES` times the backend's batch size: the backend decodes at most
+    `batch_size` rows at once and refills a finished row's slot from the rest of the chunk (and
+    shares each API's prefix across it), so decode steps follow the sum of answer lengths rather
+    than batch x the longest; a kill loses at most one chunk.
     """
-    chunk = chunk or getattr(backend_factory, "batch_size", None) or 8
+    chunk = chunk or COMMIT_BATCHES * (getattr(backend_factory, "batch_size", None) or 8)
     key = eval_key(req, model_hash)
     hit = store.get_eval(key)
     if hit:
@@ -151,7 +157,11 @@ def evaluate(req: EvalRequest, store: Store, model_hash: str, model_label: str,
 
 def hf_backend_factory(model_spec: str, dtype: str, device: str, batch_size: int,
                        trust_remote_code: bool = False) -> Callable[[], HFBackend]:
-    """Load the model lazily (only when generation is needed) and memoise it."""
+    """Load the model lazily (only when generation is needed) and memoise it. `dtype` must be
+    concrete (resolve `auto` first): it is also in the evaluation key the caller computes."""
+    from .precision import require_concrete
+
+    require_concrete(dtype)
     holder: dict = {}
 
     def make() -> HFBackend:
@@ -211,27 +221,62 @@ def check_backend(backend: str) -> str:
 
 def backend_factory(backend: str, model_spec: str, dtype: str, device: str, batch_size: int,
                     trust_remote_code: bool = False) -> Callable[[], Backend]:
+    from .precision import require_concrete
+
+    require_concrete(dtype)
     if check_backend(backend) == "vllm":
         return vllm_backend_factory(model_spec, dtype, trust_remote_code)
     return hf_backend_factory(model_spec, dtype, device, batch_size, trust_remote_code)
 
 
-def _reference_eval(store: Store, task: str, items: list[str]) -> dict | None:
-    """The newest complete evaluation of `task` whose item set covers `items`: it tells how the
-    baseline was measured (split, generation budget, dtype, suite file)."""
-    want = set(items)
-    for e in reversed(store.find_evals(task=task, status="complete")):
-        if e["arm"] == "teacher":  # a checkpoint is measured as a student, never with the demonstration
+def _baseline_measurement(name: str, baseline, store: Store) -> tuple[dict, str | None]:
+    """How the baseline measured metric `name`: (settings, arm), from its own evaluation in the
+    store (its `eval_key`) or, failing that, the settings its baseline file carries. Never another
+    stored evaluation: the newest one covering the same items may use another budget or dtype."""
+    from .errors import ConfigError
+
+    m = baseline.metrics[name]
+    ref = store.get_eval(m["eval_key"]) if m.get("eval_key") else None
+    if ref is not None:
+        return dict(ref.get("settings") or {}), ref.get("arm")
+    if isinstance(m.get("settings"), dict) and m["settings"]:
+        return dict(m["settings"]), m.get("arm")
+    raise ConfigError(f"{baseline.source}: metrics.{name}: no eval_key found in {store.path} and no settings, so "
+                      "the gate cannot tell how the baseline was measured; write the baseline with "
+                      "`harness results baseline RUN -o FILE`")
+
+
+def _baseline_dtype(name: str, baseline, store: Store) -> str:
+    """The dtype the baseline's prior benchmark ran in: recorded in the baseline, else recovered
+    from its model hash (weights fingerprint + dtype + merge recipe) by trying each dtype."""
+    from .errors import ConfigError, HarnessError
+    from .hashing import hash_obj
+    from .models import fingerprint
+    from .precision import DTYPES
+
+    m = baseline.metrics[name]
+    if m.get("dtype") in DTYPES:
+        return m["dtype"]
+    ref = store.get_eval(m["eval_key"]) if m.get("eval_key") else None
+    model_hash = (ref or {}).get("model_hash") or m.get("model_hash")
+    for model in dict.fromkeys(x for x in ((ref or {}).get("model"), m.get("model")) if x):
+        try:
+            fp = fingerprint(str(model))
+        except (HarnessError, OSError, ValueError):  # a run label or an unreachable hub id: cannot confirm
             continue
-        ids = e["settings"].get("items") or e["settings"].get("item_ids") or []
-        if want <= {str(i) for i in ids}:
-            return e
-    return None
+        for d in DTYPES:
+            if hash_obj([fp, d, "merged-adapter"]) == model_hash:
+                return d
+    raise ConfigError(f"{baseline.source}: metrics.{name}: cannot tell which dtype the baseline was evaluated in "
+                      "(not recorded, and its model hash matches no dtype of its model); add \"dtype\" to that "
+                      "metric of the baseline file")
 
 
-def evaluate_candidate(spec: str, metrics, store: Store) -> dict:
+def evaluate_candidate(spec: str, metrics, store: Store, baseline) -> dict:
     """Evaluate a checkpoint (alias, folder or adapter folder) on exactly the baseline's items,
-    with the settings the baseline was measured with; used by `harness gate`.
+    with the settings the baseline itself was measured with (its own evaluation, found by the
+    `eval_key` its outcome set carries) and, for prior benchmarks, in the baseline's dtype; used
+    by `harness gate`.
 
     Returns {metric: {"task", "metric", "items": {item_id: score}}}. Cached by content like
     every evaluation, so a second gate run on the same checkpoint computes nothing."""
@@ -245,15 +290,14 @@ def evaluate_candidate(spec: str, metrics, store: Store) -> dict:
     out: dict = {}
     prior_by_ref: dict = {}
     for name in metrics:
-        items = list(metrics[name]) if not isinstance(metrics, (list, tuple)) else []
+        items = list(metrics[name])
         task = name
-        ref = _reference_eval(store, task, items)
-        if ref is None:
-            raise ConfigError(f"metric {name!r}: no stored evaluation in {store.path} covers the baseline's "
-                              "items, so the gate cannot tell how to measure the candidate; evaluate the "
-                              "baseline with harness first")
-        st = ref["settings"]
+        st, arm = _baseline_measurement(name, baseline, store)
         if task == "tooluse":
+            if arm == "teacher":
+                raise ConfigError(f"{baseline.source}: metrics.tooluse is the teacher arm (demonstration in "
+                                  "context); a checkpoint is measured as a student, so gate against a base-arm "
+                                  "baseline")
             split = st.get("split", "paper68")
             path = tu.resolve_split(split, resolve_data_dir(None))
             loaded = tu.load_tooluse(path, skip_invalid=True)
@@ -262,24 +306,30 @@ def evaluate_candidate(spec: str, metrics, store: Store) -> dict:
             if missing:
                 raise ConfigError(f"metric 'tooluse': baseline item {missing[0]!r} is not in {path}")
             ids = [str(i) for i in st.get("items", items)]
+            absent = sorted(set(items) - set(ids))
+            if absent:
+                raise ConfigError(f"{baseline.source}: metrics.tooluse: item {absent[0]!r} is not among the items "
+                                  "its recorded settings list")
             recs = [by_id[i] for i in ids if i in by_id]
             gen = GenerationSettings(**st["generation"])
             if not str(st.get("decoder", "hf.")).startswith("hf."):
                 raise ConfigError(f"metric {name!r}: the baseline was generated with {st['decoder']}; the gate "
                                   "generates with transformers (hf), so re-measure the baseline with --backend hf")
+            if "dtype" not in st:
+                raise ConfigError(f"{baseline.source}: metrics.tooluse: the baseline's settings record no dtype")
             import torch
 
             device = st.get("device", "cpu") if torch.cuda.is_available() else "cpu"
-            req = EvalRequest(recs, tu.records_hash(recs),
-                              ref["arm"] if ref["arm"] in ARMS else "base", gen, st.get("teacher_template", "paper"),
-                              split, st.get("dtype", "bfloat16"), device=device)
+            req = EvalRequest(recs, tu.records_hash(recs), "base", gen, st.get("teacher_template", "paper"),
+                              split, st["dtype"], device=device)
             res = evaluate(req, store, fingerprint(spec), spec,
                            hf_backend_factory(spec, req.dtype, req.device, 8))
             scores = {r["item_id"]: r["score"] for r in store.examples(res["eval_key"])}
             out[name] = {"task": task, "metric": "accuracy", "items": {i: scores[i] for i in items}}
         elif task.startswith("prior/"):
             bench = task.split("/", 1)[1]
-            prior_by_ref.setdefault((st.get("suite"), st.get("limit")), []).append((name, bench, items))
+            key = (st.get("suite"), st.get("limit"), _baseline_dtype(name, baseline, store))
+            prior_by_ref.setdefault(key, []).append((name, bench, items))
         else:
             raise ConfigError(f"metric {name!r}: the gate cannot evaluate task {task!r} on a checkpoint")
     if prior_by_ref:
@@ -287,20 +337,12 @@ def evaluate_candidate(spec: str, metrics, store: Store) -> dict:
         from .models import load_model
         from .prior.evaluate import evaluate_prior
 
-        from .prior.evaluate import plan_keys
-
-        for (suite_path, limit), group in prior_by_ref.items():
+        for (suite_path, limit, dtype), group in prior_by_ref.items():
             benches = [b for _, b, _ in group]
-            # the dtype the checkpoint was already measured in, if any (a cache hit); else float32
-            dtype = "float32"
-            for d in ("float32", "bfloat16"):
-                keys = plan_keys(_h([fingerprint(spec), d, "merged-adapter"]), suite_path=suite_path,
-                                 benchmarks=benches, limit=limit)
-                if all(store.get_eval(k) is not None for k in keys.values()):
-                    dtype = d
-                    break
+            # the key carries the dtype as configured; bf16-autocast loads float32 weights (as `harness run`)
             mh = _h([fingerprint(spec), dtype, "merged-adapter"])
-            res = evaluate_prior(lambda: load_model(spec, dtype=dtype, merge_adapter=True), None,
+            load_dtype = "float32" if dtype == "bf16-autocast" else dtype
+            res = evaluate_prior(lambda d=load_dtype: load_model(spec, dtype=d, merge_adapter=True), None,
                                  model_label=spec, store=store, suite_path=suite_path, model_hash=mh,
                                  benchmarks=benches, limit=limit)
             for name, bench, items in group:

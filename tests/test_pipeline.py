@@ -163,7 +163,13 @@ def test_generation_batches_are_as_large_as_the_backend_batch_size(tmp_path, tin
     counting.batch_size = factory.batch_size
     evaluate(EvalRequest(recs, "h", "base", GenerationSettings(max_new_tokens=2)), Store(tmp_path / "h.db"),
              "mh", "tiny", counting)
-    assert sizes == [10, 3]  # --batch-size 10 means batches of 10, not of a fixed internal chunk
+    # the backend gets COMMIT_BATCHES batches per call (it decodes at most 10 rows at once and
+    # refills freed slots from the rest of the call), so 13 items are one call here
+    assert sizes == [13]
+    sizes.clear()
+    evaluate(EvalRequest(recs, "h2", "base", GenerationSettings(max_new_tokens=2)), Store(tmp_path / "h.db"),
+             "mh", "tiny", counting, chunk=5)
+    assert sizes == [5, 5, 3]
 
 def test_a_new_decoder_version_recomputes_instead_of_reusing_cached_outputs(tmp_path, tiny_model_dir, data_dir,
                                                                              monkeypatch):
