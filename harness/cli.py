@@ -17,6 +17,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -276,7 +277,7 @@ def eval_tooluse(
                   f"{r['arg_f1']:.2f}", f"{tps:.1f}" if tps else "-", f"{r['mean_new_tokens']:.0f}",
                   f"{r['wall_s']:.1f}s", "yes" if r["cached"] else "no")
     console.print(t)
-    console.print(f"dtype {prec.describe()}")
+    console.print(f"dtype {escape(prec.describe())}")
     if loaded.skipped:
         err_console.print(f"skipped {len(loaded.skipped)} invalid records (listed in run {run_id} metadata)")
     console.print(f"run {run_id} stored in {store.path}")
@@ -462,7 +463,7 @@ def train_cmd(
                   f"~{tot['flops']:.3g} FLOPs, train {tot['train_s']:.1f}s (+{tot['drift_s']:.1f}s drift probes), "
                   f"wall {tot['wall_s']:.1f}s" + (f", resumed from step {res.resumed_from}" if res.resumed_from else ""))
     console.print(f"adapter/model: {res.final_dir}" + (f"; merged: {res.merged_dir}" if res.merged_dir else ""))
-    console.print(f"bf16 autocast {'on' if cfg.bf16 else 'off'}: {cfg.precision.describe()}")
+    console.print(f"bf16 autocast {'on' if cfg.bf16 else 'off'}: {escape(cfg.precision.describe())}")
 
 
 # ----------------------------------------------------------------------------- run / report / claims
@@ -542,9 +543,9 @@ def _print_precision(meta: dict, config: dict | None = None) -> None:
     """The dtype of a suite run and why (probe numbers), and each trained arm's bf16 autocast."""
     from .precision import describe_run
 
-    console.print(f"dtype {describe_run(config or {}, meta)}")
+    console.print(f"dtype {escape(describe_run(config or {}, meta))}")
     for how in sorted(set((meta.get("train_precision") or {}).values())):
-        console.print(f"training bf16 autocast: {how}")
+        console.print(f"training bf16 autocast: {escape(how)}")
 
 
 def _print_summary(run_id: str, store) -> None:
@@ -672,7 +673,7 @@ def eval_prior(
         console.print(f"prior average (unweighted, paper's six present): {prior_average(res):.4f}")
     else:  # e.g. ARC-Easy alone: a complete evaluation, just nothing that counts toward the average
         console.print("prior average: - (none of these benchmarks counts toward the paper's average)")
-    console.print(f"dtype {prec.describe()}")
+    console.print(f"dtype {escape(prec.describe())}")
     console.print(f"run {run_id} stored in {store.path}")
 
 

@@ -51,6 +51,8 @@ def test_run_then_cached_rerun_then_partial_recompute(tmp_path, env):
     assert r.exit_code == 0, r.output
     assert "report:" in r.output and (tmp_path / "reports").is_dir()
     assert re.search(r"dtype (bfloat16|float32) \(auto: ", r.output)  # the summary says what auto chose
+    if "GFLOP/s" in r.output:  # a CPU probe: its flags are printed literally (not eaten as rich markup)
+        assert re.search(r"GFLOP/s = [\d.]+x .* on .*\[[^\]]+\]\)", r.output), r.output
     from harness.store import Store
 
     store = Store(env["db"])
