@@ -518,6 +518,7 @@ def run_cmd(
         n = sum(not r["cached"] for r in plan)
         console.print(f"{n} of {len(plan)} steps will run")
         _print_precision(runner.precision_meta())
+        _print_power(runner)
         return
     _print_summary(run_id, store)
     if not no_report:
@@ -526,6 +527,48 @@ def run_cmd(
         paths = render(run_id, db=str(store.path), out_dir=str(reports))
         console.print(f"report: {paths.get('html')}  (markdown: {paths.get('markdown')})")
     console.print(f"run {run_id} finished in {wall:.1f}s; stored in {store.path}")
+
+
+def _print_power(runner, target_mde: Optional[float] = None) -> None:
+    """The MDE of each planned SDFT-vs-SFT comparison (`harness.planning`)."""
+    from .planning import format_amount, plan_power
+
+    rows = plan_power(runner, target_mde)
+    if not rows:
+        return
+    t = Table(title="planned comparisons: minimum detectable effect (two-sided 5%, power 0.8)")
+    for c in ("claim", "comparison", "items", "MDE", "variance from", "items needed", "for"):
+        t.add_column(c)
+    for c in rows:
+        t.add_row(c.claim, c.what, c.n_text(), format_amount(c.mde, c.unit), c.source,
+                  str(c.n_needed) if c.n_needed is not None else "-",
+                  (f"MDE {format_amount(c.target, c.unit)}" if c.n_needed is not None else ""))
+    console.print(t)
+
+
+@app.command("plan")
+def plan_cmd(
+    suite: Path = typer.Argument(..., help="Suite YAML, e.g. suites/quick.yaml."),
+    target_mde: Optional[float] = typer.Option(
+        None, "--target-mde", help="Accuracy difference to resolve, as a fraction (0.05 = 5 pp): prints the items "
+                                   "each accuracy comparison needs (the drift comparison is sized for its margin)."),
+    model: Optional[str] = typer.Option(None, help="Override the suite's model."),
+    data_dir: Optional[str] = typer.Option(None), db: Optional[str] = typer.Option(None),
+):
+    """Before running a suite: the minimum detectable effect of each SDFT-vs-SFT comparison at the
+    suite's sizes, and the items needed for a target MDE. Reads the store (a previous run of the
+    suite supplies observed variances) without writing anything."""
+    from .paths import results_db
+    from .pipeline import SuiteRunner
+    from .store import Store
+
+    if target_mde is not None and not 0 < target_mde < 1:
+        raise HarnessError(f"--target-mde must be a fraction in (0, 1), got {target_mde}")
+    runner = SuiteRunner(suite, results_db(db), data_dir, log=lambda m: None,
+                         overrides={"model": model} if model else None)
+    dbp = results_db(db)
+    runner._store = Store.open_existing(dbp) if Path(dbp).exists() else Store(":memory:")
+    _print_power(runner, target_mde)
 
 
 def _fmt_ci(v, lo, hi, pct=True) -> str:

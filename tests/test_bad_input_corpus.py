@@ -288,6 +288,12 @@ CASES = [
     ("run-model-alias", ["run", "--dry-run", "--model", "no-such-alias", "{ws}/s/good.yaml"], 2, "no-such-alias"),
     ("run-data-dir", [*RUN, "{ws}/s/good.yaml", "--data-dir", "{ws}/nope"], 2, "nope: data directory not found"),
     ("run-db-empty", [*RUN, "{ws}/s/good.yaml", "--db", "{ws}/empty.db"], 2, "empty.db: an empty file"),
+    # ---- plan (power planning: reads the suite and the store, writes nothing)
+    ("plan-missing", ["plan", "{ws}/s/nope.yaml"], 2, "nope.yaml: file not found"),
+    ("plan-target-big", ["plan", "{ws}/s/good.yaml", "--model", "{tiny}", "--target-mde", "5"], 2, "--target-mde"),
+    ("plan-target-abc", ["plan", "{ws}/s/good.yaml", "--target-mde", "abc"], 2, "--target-mde"),
+    ("plan-db-empty", ["plan", "{ws}/s/good.yaml", "--model", "{tiny}", "--db", "{ws}/empty.db"], 2,
+     "empty.db: an empty file"),
     ("run-db-dir", [*RUN, "{ws}/s/good.yaml", "--db", "{ws}/dbdir.db"], 2, "dbdir.db: results store path is a folder"),
     ("run-db-newer", [*RUN, "{ws}/s/good.yaml", "--db", "{ws}/newer.db"], 2, "schema version 99"),
     ("run-db-notharness", [*RUN, "{ws}/s/good.yaml", "--db", "{ws}/notharness.db"], 2, "no 'runs' table"),
@@ -381,8 +387,8 @@ CASES = [
 def test_the_corpus_is_large_and_covers_every_verb():
     verbs = {" ".join(a for a in argv[:2] if not a.startswith("-") and "{" not in a and "/" not in a)
              for _, argv, _, _ in CASES if argv}
-    for v in ("run", "eval tooluse", "eval prior", "train", "report", "claims", "results show", "results export",
-              "results baseline", "gate", "models pull", "data check"):
+    for v in ("run", "plan", "eval tooluse", "eval prior", "train", "report", "claims", "results show",
+              "results export", "results baseline", "gate", "models pull", "data check"):
         assert any(x.startswith(v) for x in verbs), v
     assert len(CASES) >= 100 and len({c[0] for c in CASES}) == len(CASES)
 

@@ -43,6 +43,7 @@ def test_run_then_cached_rerun_then_partial_recompute(tmp_path, env):
     suite = write_suite(tmp_path)
     common = ["--model", env["model"], "--db", env["db"], "--reports", tmp_path / "reports"]
     r = invoke("run", suite, "--dry-run", *common)
+    assert "prior 0.25" in r.output  # fresh store: the stated prior variance, said so
     import re
 
     m = re.search(r"(\d+) of (\d+) steps will run", r.output)
@@ -84,6 +85,13 @@ def test_run_then_cached_rerun_then_partial_recompute(tmp_path, env):
     # unchanged suite: everything cached, nothing new computed
     r = invoke("run", suite, "--dry-run", *common)
     assert "0 of" in r.output
+    # power planning: before any run the variances are stated priors; now the run's own are used
+    assert "minimum detectable effect" in r.output
+    r = invoke("plan", suite, "--target-mde", "0.05", "--model", env["model"], "--db", env["db"])
+    assert r.exit_code == 0, r.output
+    rows = [l for l in r.output.splitlines() if l.startswith("│ ")]
+    assert [l.split("│")[1].strip() for l in rows] == ["b", "c", "c-drift"]
+    assert all("previous run" in l for l in rows), r.output
     r = invoke("run", suite, *common)
     assert r.exit_code == 0 and len(store.find_evals()) == n_evals
     # change one arm's setting: only that arm (training + its evaluations) recomputes
