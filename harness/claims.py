@@ -42,9 +42,8 @@ Verdict rules (95% two-sided intervals; one verdict per row):
 (d), the claim says the ratio R is about C (C = 2.5 or 4); tolerance band [C / 1.5, C x 1.5]
     (FLOPs [1.67, 3.75], wall-clock [2.67, 6.0]); interval = the ratio's 95% interval, or the ratio
     itself when there is no interval (one measurement per arm; FLOPs are not timed, so one value
-    per arm is not noisy the way a single timing is, but it is an *estimate* -- 2N per forward-only
-    token and 6N per trained token, with the teacher's and the student's forwards counted alike and
-    prefill and LoRA backward approximated -- and the note says so; a single timing is flagged too):
+    per arm is not noisy the way a single timing is, but it is an *estimate* -- `FLOPS_ESTIMATE`,
+    `harness.train.loop.flops_estimate` -- and the note says so; a single timing is flagged too):
     supported      the interval lies inside the band
     contradicted   the interval lies entirely outside the band (all below or all above it)
     inconclusive at this sample size   otherwise (the interval straddles a band edge)
@@ -77,8 +76,10 @@ VERDICTS = (SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE, NOT_MEASURED)
 DEFAULT_MARGINS = {"b": 0.05, "c": 0.02, "c-drift": 0.01}
 COST_TOLERANCE = 1.5  # multiplicative band around the paper's cost ratios
 #: How the training loop counts FLOPs (harness/train/loop.py): shown wherever FLOPs are.
-FLOPS_ESTIMATE = ("FLOPs are an estimate (2N per forward-only token, 6N per trained token; teacher and "
-                  "student forwards counted alike, prefill and LoRA backward approximated), not a measurement")
+FLOPS_ESTIMATE = ("FLOPs are an estimate, not a measurement: 2N per forward-only token (teacher prompt and "
+                  "completion, rollout prefill, sampled tokens, each counted), 4N per trained student token "
+                  "(+2N weight gradients with full fine-tuning, +2N recompute with gradient checkpointing), "
+                  "attention's length term left out (harness.train.loop.flops_estimate)")
 
 
 def sign_verdict(lo: float, hi: float, margin: float | None = None) -> str:

@@ -672,7 +672,7 @@ CONVENTIONS = [
     "prompts (ratio bootstrap).",
     "Claims (b) and (c) with several seeds use a bootstrap over seeds, then items, and need the across-seed "
     "interval to agree before 'supported' or 'contradicted'.",
-    "FLOPs are estimates (2N per forward-only token, 6N per trained token), not measurements.",
+    C.FLOPS_ESTIMATE + ".",
     "Prior average: unweighted mean of the benchmarks marked in_average; its change uses a paired bootstrap "
     "over items within each benchmark.",
     "A benchmark where the base model is at chance (value − chance ≤ 1.96 × stderr) cannot show forgetting "

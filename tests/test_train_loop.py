@@ -228,3 +228,17 @@ def test_drift_is_zero_before_the_first_update_without_a_probe_and_measured_afte
     first, second = run.train_step(), run.train_step()
     assert first["drift_kl"] == 0.0 and first["drift_s"] == 0.0      # exact by construction, no probe paid
     assert second["drift_s"] > 0 and second["drift_kl"] > 0          # after one update (lr 1e-2) it moved
+
+
+def test_flops_estimate_counts_student_teacher_and_rollout_tokens_separately():
+    from harness.train.loop import flops_estimate
+
+    n = 1000
+    # SFT, LoRA, no recompute: 4N per trained token only
+    assert flops_estimate(n, 100, 0, 0, 0, lora=True, recompute=False) == 4 * n * 100
+    # full fine-tuning adds weight gradients, checkpointing adds a recomputed forward
+    assert flops_estimate(n, 100, 0, 0, 0, lora=False, recompute=True) == 8 * n * 100
+    # SDFT: a long teacher prompt costs its own tokens, not the student's
+    short = flops_estimate(n, 100, 120, 80, 20, lora=True, recompute=False)
+    long = flops_estimate(n, 100, 920, 80, 20, lora=True, recompute=False)
+    assert long - short == 2 * n * 800

@@ -143,6 +143,18 @@ def _check_lora_targets(model, targets) -> None:
                           f"(linear modules: {', '.join(linear)})")
 
 
+def flops_estimate(n: int, student: float, teacher: float, rollout_prefill: float, generated: float, *,
+                   lora: bool, recompute: bool) -> float:
+    """Estimated FLOPs of one step, counted per token with N base parameters (attention's
+    sequence-length term left out): 2N for every forward-only token (teacher prompt + completion,
+    rollout prompt prefill, each sampled token), and for every token through the trained student
+    2N forward + 2N backward to activations, + 2N for weight gradients with full fine-tuning (LoRA
+    computes them for the small adapters only, counted as 0), + 2N when gradient checkpointing
+    recomputes the forward. An estimate, not a measurement; reports say so."""
+    per_trained = 4 + (0 if lora else 2) + (2 if recompute else 0)
+    return float(n) * (per_trained * student + 2 * (teacher + rollout_prefill + generated))
+
+
 def _n_params(model) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
 
@@ -380,7 +392,10 @@ class Run:
         self.model.train()
         micro = self.my_micro_batches(step)
         stats = {"loss": 0.0, "divergence": 0.0, "rollout_len": 0.0, "drift_kl": float("nan"),
-                 "tokens_generated": 0, "tokens_forwarded": 0}
+                 "tokens_generated": 0, "tokens_forwarded": 0,
+                 # for the FLOPs estimate: tokens through the trained student, through the teacher
+                 # (forward only), and rollout prompts prefilled before sampling (forward only)
+                 "student_tokens": 0, "teacher_tokens": 0, "rollout_prefill_tokens": 0}
         # Before the first update the student *is* the initial model (LoRA B = 0, or identical full
         # weights), so its drift is exactly 0: record that instead of paying a probe (~2 min on CPU).
         measure_drift = cfg.drift_every > 0 and step > 0 and step % cfg.drift_every == 0
@@ -395,10 +410,13 @@ class Run:
                 n_gen = int(cmask.sum())
                 stats["tokens_generated"] += n_gen
                 prompt_tokens = sum(len(e.student_ids) + len(e.teacher_ids) for e in exs)
+                stats["teacher_tokens"] += sum(len(e.teacher_ids) for e in exs) + n_gen
+                stats["rollout_prefill_tokens"] += sum(len(e.student_ids) for e in exs)
             else:
                 loss, comp, cmask = self.sft_loss(exs, ph)
                 div = float("nan")
                 prompt_tokens = sum(len(e.student_ids) for e in exs)
+            stats["student_tokens"] += sum(len(e.student_ids) for e in exs) + int(cmask.sum())
             with ph("student_bwd_s"):
                 self.acc.backward(loss / len(micro))
             stats["loss"] += float(loss.detach()) / len(micro)
@@ -426,15 +444,15 @@ class Run:
 
         forget_model_hash(self.model)
         red = self._reduce({k: stats[k] for k in ("loss", "divergence", "rollout_len")}, "mean")
-        red |= self._reduce({k: stats[k] for k in ("tokens_generated", "tokens_forwarded")}, "sum")
+        red |= self._reduce({k: stats[k] for k in ("tokens_generated", "tokens_forwarded", "student_tokens",
+                                                   "teacher_tokens", "rollout_prefill_tokens")}, "sum")
         if drifts:
             red["drift_kl"] = self._reduce({"d": sum(drifts) / len(drifts)}, "mean")["d"]
         step_s = time.perf_counter() - t0
         train_s = step_s - stats["drift_s"]
-        n = self.n_base_params
-        # FLOPs: 2N per forward-only token (rollouts, teacher), 6N per trained token (fwd+bwd)
-        trained = red["tokens_forwarded"] if cfg.method == "sft" else red["tokens_forwarded"] / 2
-        flops = 6 * n * trained + 2 * n * (red["tokens_generated"] + (red["tokens_forwarded"] - trained))
+        flops = flops_estimate(self.n_base_params, red["student_tokens"], red["teacher_tokens"],
+                               red["rollout_prefill_tokens"], red["tokens_generated"], lora=cfg.lora,
+                               recompute=cfg.gradient_checkpointing)
         self.totals["tokens_generated"] += int(red["tokens_generated"])
         self.totals["tokens_forwarded"] += int(red["tokens_forwarded"])
         self.totals["flops"] += flops
