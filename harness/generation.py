@@ -29,8 +29,8 @@ class GenerationSettings:
         return asdict(self)
 
 
-# Bump when a change to the decoding code can change what a given model generates (e.g. 230515a moved
-# greedy decoding from `generate`, which applied a model's generation_config, to `greedy_pruned`).
+# Bump when a change to the decoding code can change what a given model generates (as moving greedy
+# decoding off `generate`, which applied a model's generation_config, did; see CHANGELOG.md).
 # Not bumped for `greedy_shared`: it computes each row's same per-token function as `greedy_pruned`, only
 # in other batch shapes (as a different batch size does), and is measured token-identical to it
 # (benchmarks/bench_decoder.py); bump it if that parity ever shows a changed output.

@@ -346,3 +346,23 @@ def test_vllm_backend_is_wired_through_evaluate_with_its_own_cache_key(tmp_path,
     assert res["n"] == 3 and res["gen_tokens"] == 9
     hf = EvalRequest(recs, "h", "base", GenerationSettings(max_new_tokens=5))
     assert eval_key(req, "mh") != eval_key(hf, "mh")  # vLLM outputs never stand in for HF outputs
+
+
+def test_evaluation_greedy_ignores_the_models_generation_config(tiny_model):
+    """Evaluation is pure greedy (the paper's protocol): a hub model's generation_config (a
+    repetition penalty, sampling defaults, a bad-words list) must not change the answers."""
+    model, tok = tiny_model
+    settings = GenerationSettings(max_new_tokens=10, chat_template=False)
+    before = [g.text for g in HFBackend(model, tok, batch_size=2).generate(PROMPTS, settings)]
+    gc = model.generation_config
+    gc.repetition_penalty, gc.no_repeat_ngram_size, gc.do_sample, gc.top_k = 5.0, 1, True, 2
+    after = [g.text for g in HFBackend(model, tok, batch_size=2).generate(PROMPTS, settings)]
+    assert after == before
+    # the same config does change `generate`'s output, so the check above has teeth
+    import torch
+
+    batch = _batch(tok)
+    with torch.no_grad():
+        penalised = model.generate(**batch, max_new_tokens=10, pad_token_id=tok.pad_token_id)
+    plain = _reference(model, tok, batch, 10, eos=-1)
+    assert [r[:10] for r in penalised[:, batch["input_ids"].shape[1]:].tolist()] != [r[:10] for r in plain]

@@ -82,7 +82,7 @@ def report_html(tmp_path_factory) -> Path:
 def test_report_renders_in_chromium(report_html, tmp_path):
     attrs, console = page_state(report_html, tmp_path)
     assert problems(attrs, console) == []
-    assert int(attrs["data-images-total"]) == 5
+    assert int(attrs["data-images-total"]) == 6  # the answer figure and the five of the Figures section
 
     height = min(int(attrs.get("data-height", 4000)) + 40, 20000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
