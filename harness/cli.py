@@ -493,7 +493,8 @@ def run_cmd(
                 prog.update(tasks[label], completed=done, total=total)
             return cb
 
-        runner = SuiteRunner(suite, results_db(db), data_dir, log=lambda m: prog.console.print(f"[dim]{m}[/dim]"),
+        runner = SuiteRunner(suite, results_db(db), data_dir,
+                             log=lambda m: prog.console.print(f"[dim]{escape(m)}[/dim]"),
                              progress_factory=factory, overrides=overrides)
         if dry_run:  # reads the store if there is one, never creates or alters it
             from .store import Store
