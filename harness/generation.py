@@ -10,9 +10,8 @@ Callers hand a backend chat-formatted prompts and get texts back; they never tou
 from __future__ import annotations
 
 import inspect
-import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 from .hashing import hash_text
 
@@ -57,9 +56,8 @@ class Generation:
 class Backend(Protocol):
     name: str
 
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings,
-                 on_batch: Callable[[int, list[Generation]], None] | None = None) -> list[Generation]:
-        """Generate one completion per prompt; `on_batch(start_index, outputs)` after each batch."""
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[Generation]:
+        """Generate one completion per prompt, in the prompts' order."""
 
 
 def render_chat(tokenizer, prompt: str, use_template: bool = True) -> str:
@@ -95,7 +93,7 @@ class HFBackend:
             n -= 1
         return Generation(self.tok.decode(ids[:n], skip_special_tokens=True), n_prompt, n)
 
-    def generate(self, prompts, settings, on_batch=None):
+    def generate(self, prompts, settings):
         import torch
 
         texts = [render_chat(self.tok, p, settings.chat_template) for p in prompts]
@@ -106,10 +104,7 @@ class HFBackend:
         if settings.temperature <= 0:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
                 rows = greedy_shared(self.model, enc, settings.max_new_tokens, eos, batch_size=self.batch_size)
-            res = [self._result(r, len(e)) for r, e in zip(rows, enc)]
-            if on_batch:
-                on_batch(0, res)
-            return res
+            return [self._result(r, len(e)) for r, e in zip(rows, enc)]
         order = sorted(range(len(texts)), key=lambda i: -len(enc[i]))
         for b in range(0, len(order), self.batch_size):
             idx = order[b:b + self.batch_size]
@@ -117,19 +112,15 @@ class HFBackend:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                  enabled=self.autocast_bf16):
                 # seeded by the batch's own prompts, so a sample does not depend on which call
-                # or offset the batch arrived in (evaluate() sends one batch per call)
+                # or offset the batch arrived in
                 torch.manual_seed(settings.seed + int(hash_text("\x00".join(texts[i] for i in idx))[:8], 16))
                 gen = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens,
                                           pad_token_id=self.tok.pad_token_id, eos_token_id=eos,
                                           do_sample=True, temperature=settings.temperature,
                                           top_p=settings.top_p)
                 rows = [r.tolist() for r in gen[:, batch["input_ids"].shape[1]:]]
-            res = []
             for ids, i in zip(rows, idx):
-                res.append(self._result(ids, len(enc[i])))
-                out[i] = res[-1]
-            if on_batch:
-                on_batch(b, res)
+                out[i] = self._result(ids, len(enc[i]))
         return out  # type: ignore[return-value]
 
 
@@ -461,21 +452,12 @@ class VLLMBackend:
         self.llm = LLM(model=model_path, **engine_kwargs)
         self.tok = tokenizer
 
-    def generate(self, prompts, settings, on_batch=None):
+    def generate(self, prompts, settings):
         from vllm import SamplingParams
 
         texts = [render_chat(self.tok, p, settings.chat_template) for p in prompts]
         sp = SamplingParams(max_tokens=settings.max_new_tokens, temperature=settings.temperature,
                             top_p=settings.top_p, seed=settings.seed)
         res = self.llm.generate(texts, sp)
-        out = [Generation(r.outputs[0].text, len(r.prompt_token_ids), len(r.outputs[0].token_ids))
-               for r in res]
-        if on_batch:
-            on_batch(0, out)
-        return out
-
-
-def timed(fn, *a, **kw):
-    t = time.perf_counter()
-    r = fn(*a, **kw)
-    return r, time.perf_counter() - t
+        return [Generation(r.outputs[0].text, len(r.prompt_token_ids), len(r.outputs[0].token_ids))
+                for r in res]

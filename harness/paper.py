@@ -4,11 +4,11 @@
     table5_row("tooluse", "sdft")   # {'task_acc': 0.706, 'hellaswag': 0.616, ..., 'prior_avg': 0.654}
 
 Source: Shenfeld et al., "Self-Distillation Enables Continual Learning", arXiv 2601.19897, Table 5
-(Qwen2.5-7B-Instruct), transcribed in docs/method.md. Values are kept exactly as printed (percent,
-one decimal) in `TABLE5`; `table5_row` returns fractions so they sit beside measured numbers, which
-the harness stores as fractions. A cell the paper leaves empty is None. These numbers come from a
-7B model: a report on another model must label them "paper, Qwen2.5-7B-Instruct" (`PAPER_LABEL`),
-never present them as a target for a different model.
+(Qwen2.5-7B-Instruct), transcribed in the project's shared docs (../shared/docs/method.md). Values are
+kept exactly as printed (percent, one decimal) in `TABLE5`; `table5_row` returns fractions so they
+sit beside measured numbers, which the harness stores as fractions. A cell the paper leaves empty
+is None. These numbers come from a 7B model: a report on another model must label them
+"paper, Qwen2.5-7B-Instruct" (`PAPER_LABEL`), never present them as a target for a different model.
 """
 
 from __future__ import annotations

@@ -197,7 +197,6 @@ class SuiteRunner:
         cb = self._bar(f"tooluse {split} {p.name}")
         res = evaluate(req, self.store, mh, spec, factory, progress=cb)
         self.store.link(run_id, res["eval_key"], label)
-        self._holder = factory
         return res
 
     def eval_prior(self, p: Point, run_id: str) -> dict:

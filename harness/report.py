@@ -810,13 +810,3 @@ def render(run: str | Results, db: Any = None, out_dir: str | os.PathLike = "rep
         raise
     return {"dir": final, "html": final / "report.html", "markdown": final / "summary.md",
             "figures": {k: final / rel for k, rel in fig_files.items()}}
-
-
-def report_command(run: str, db: Any = None, out_dir: str | os.PathLike = "reports", console: Any = None) -> int:
-    """`harness report RUN`: render and print where the files are; returns exit code 0."""
-    from rich.console import Console
-
-    console = console or Console()
-    paths = render(run, db, out_dir)
-    console.print(f"report: {paths['html']}\nsummary: {paths['markdown']}", highlight=False)
-    return 0

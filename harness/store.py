@@ -78,14 +78,6 @@ CREATE TABLE IF NOT EXISTS train_steps (
     metrics TEXT NOT NULL,           -- JSON: loss, divergence, drift_kl, lr, tokens_per_s, ...
     PRIMARY KEY (train_key, step)
 );
-CREATE TABLE IF NOT EXISTS artifacts (
-    key TEXT PRIMARY KEY,            -- content hash of what produced it (e.g. a training config)
-    kind TEXT NOT NULL,              -- 'checkpoint', ...
-    path TEXT NOT NULL,
-    status TEXT NOT NULL,            -- 'running' | 'complete'
-    meta TEXT NOT NULL DEFAULT '{}',
-    created REAL NOT NULL
-);
 """
 
 
@@ -373,16 +365,3 @@ class Store:
         rows = self.conn.execute("SELECT step, metrics FROM train_steps WHERE train_key=? ORDER BY step",
                                  (train_key,)).fetchall()
         return [{"step": r["step"], **json.loads(r["metrics"])} for r in rows]
-
-    def put_artifact(self, key: str, kind: str, path: str | Path, status: str, meta: dict | None = None) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO artifacts(key, kind, path, status, meta, created) VALUES (?,?,?,?,?,?)",
-            (key, kind, str(path), status, json.dumps(meta or {}, default=str), time.time()))
-
-    def get_artifact(self, key: str, complete_only: bool = True) -> dict | None:
-        row = self.conn.execute("SELECT * FROM artifacts WHERE key=?", (key,)).fetchone()
-        if row is None or (complete_only and row["status"] != "complete"):
-            return None
-        d = dict(row)
-        d["meta"] = _loads(d["meta"])
-        return d

@@ -122,7 +122,7 @@ def test_interrupted_evaluation_resumes_missing_items_only(tmp_path, tiny_model_
     calls = []
 
     class Dying:
-        def generate(self, prompts, settings, on_batch=None):
+        def generate(self, prompts, settings):
             calls.append(len(prompts))
             if len(calls) == 2:
                 raise KeyboardInterrupt  # killed during the second chunk
@@ -135,7 +135,7 @@ def test_interrupted_evaluation_resumes_missing_items_only(tmp_path, tiny_model_
     seen = []
 
     class Counting:
-        def generate(self, prompts, settings, on_batch=None):
+        def generate(self, prompts, settings):
             seen.extend(prompts)
             return real.generate(prompts, settings)
 
@@ -165,7 +165,7 @@ def test_generation_batches_are_as_large_as_the_backend_batch_size(tmp_path, tin
         inner = backend.generate
 
         class Wrapped:
-            def generate(self, prompts, settings, on_batch=None):
+            def generate(self, prompts, settings):
                 sizes.append(len(prompts))
                 return inner(prompts, settings)
         return Wrapped()

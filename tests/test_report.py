@@ -159,17 +159,6 @@ def test_report_imports_no_torch(rendered, tmp_path):
     assert out.stdout.strip() == "ok"
 
 
-def test_report_command(rendered, tmp_path):
-    import io
-
-    from rich.console import Console
-
-    rid, _, store = rendered
-    buf = io.StringIO()
-    assert report.report_command(rid, store, tmp_path / "r", Console(file=buf, width=200)) == 0
-    assert "report.html" in buf.getvalue()
-
-
 def test_training_curves_draw_sparse_drift_points(tmp_path, monkeypatch):
     """Drift is measured every few steps (NaN between): the panel must still draw the measured points."""
     import math

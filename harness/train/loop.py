@@ -6,7 +6,7 @@ Why a small accelerate loop and not `transformers.Trainer`: an SDFT step samples
 student, scores them with a teacher that is a second LoRA adapter (or weight copy) updated by EMA
 after every optimizer step, and computes a full-vocabulary divergence in chunks from hidden states.
 Each of those fights Trainer's fixed step structure (TRL needs ~1,200 lines of overrides for it).
-A ~400-line loop keeps SFT and SDFT identical in everything but the loss: optimiser, schedule,
+One loop keeps SFT and SDFT identical in everything but the loss: optimiser, schedule,
 batching, precision, budget, logging and checkpointing are shared code.
 
 Distributed: `accelerate launch --num_processes N` runs the same code. Each optimizer step takes
