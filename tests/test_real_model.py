@@ -4,15 +4,13 @@ CI runs these too. They prove the offline path end to end: alias → pip package
 folder → chat template → batched generation → the paper's scorer → the store → a cache hit.
 """
 
-import time
-
 import pytest
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slow
 
 
-def test_default_model_base_and_teacher_on_five_items(data_dir, tmp_path):
+def test_default_model_base_and_teacher_on_five_items(data_dir, tmp_path, monkeypatch):
     import torch
 
     from harness.cli import app
@@ -38,9 +36,15 @@ def test_default_model_base_and_teacher_on_five_items(data_dir, tmp_path):
     # the demonstration in context is visible to the model: the teacher copies the gold action names
     teacher = next(e for e in evals if e["arm"] == "teacher")
     assert teacher["summary"]["action_match"] >= 0.6
-    t = time.perf_counter()
+    # a cached re-run loads no weights and generates nothing (a timing bound would flake on a shared machine)
+    import harness.models as models
+
+    def no_load(*a, **k):
+        raise AssertionError("a cached re-run loaded the model")
+
+    monkeypatch.setattr(models, "load_model", no_load)
     r2 = runner.invoke(app, args, catch_exceptions=False)
-    assert r2.exit_code == 0 and time.perf_counter() - t < 30
+    assert r2.exit_code == 0, r2.output
     assert len(Store(db).find_evals(task="tooluse")) == 2  # cache hit: nothing new
 
 

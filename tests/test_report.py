@@ -78,8 +78,17 @@ def test_files_and_sections(rendered):
 
 
 def test_multi_seed_intervals_shown(rendered):
-    html = rendered[1]["html"].read_text()
-    assert "across seeds" in html and "n/a (2 seed)" not in html
+    """Each trained arm's across-seed interval (two seeds here) is in its summary row."""
+    from harness.results import load
+
+    rid, paths, store = rendered
+    html = paths["html"].read_text()
+    nt = load(rid, store, n_boot=1000).new_task_table().set_index("arm")
+    for arm in ("sft", "sdft"):
+        want = report.seed_ci_text(nt.loc[arm, "seed_lo"], nt.loc[arm, "seed_hi"], 2)
+        assert want.startswith("[") and "n/a" not in want
+        row = re.search(rf"<tr><td[^>]*>{arm}</td>.*?</tr>", html, re.S)
+        assert row and f">{want}<" in row.group(0), (arm, want)
 
 
 def test_one_seed_and_no_prior_suite(tmp_path):
