@@ -432,7 +432,14 @@ def train_cmd(
         estimator=estimator, teacher=teacher, ema_alpha=ema_alpha, skip_tokens=skip_tokens, save_every=save_every,
         merge=merge or None,
         lora_targets=tuple(lora_targets.split(",")) if lora_targets else None).items() if v is not None}
-    cfg = TrainConfig.from_dict(base | flags)
+    try:
+        cfg = TrainConfig.from_dict(base | flags)
+    except HarnessError as e:  # a bad value from the --config file: name the file and its key
+        msg = str(e)
+        key = msg[len("train."):].split(":", 1)[0] if msg.startswith("train.") else None
+        if config and key in base and key not in flags:
+            raise HarnessError(f"{config}: {msg[len('train.'):]}") from None
+        raise
     _check_threads(threads)
     if threads:
         import torch

@@ -204,7 +204,17 @@ def arm_configs(suite: Suite, arm_name: str, seed: int) -> list[tuple[dict, Trai
     out = []
     for point in grid_points(arm.grid):
         d = dict(suite.train) | dict(arm.train) | point | {"method": arm.method, "model": suite.model, "seed": seed}
-        out.append((point, TrainConfig.from_dict(d, where=f"arms.{arm_name}.train")))
+        # an error names the block the bad key was written in: the shared train, the arm's, or its grid
+        origin = ({k: "train" for k in suite.train} | {k: f"arms.{arm_name}.train" for k in arm.train}
+                  | {k: f"arms.{arm_name}.grid" for k in point})
+        try:
+            out.append((point, TrainConfig.from_dict(d, where="train")))
+        except ConfigError as e:
+            msg = str(e)
+            if not msg.startswith("train."):
+                raise
+            key = msg[len("train."):].split(":", 1)[0]
+            raise ConfigError(f"{origin.get(key, f'arms.{arm_name}.train')}.{msg[len('train.'):]}") from None
     return out
 
 

@@ -124,6 +124,8 @@ def _template(tmp_path_factory, tiny_model_dir) -> Path:
     _write(ws / "c/utf16.yaml", "lr: 1.0e-4\n".encode("utf-16"))
     _write(ws / "c/list.yaml", "- lr\n")
     _write(ws / "c/unknown.yaml", "learning_rate: 1.0e-4\n")
+    _write(ws / "c/lr_str.yaml", "lr: fast\n")
+    _write(ws / "c/targets_str.yaml", "lora_targets: q_proj\n")
     _write(ws / "c/badyaml.yaml", "lr: {\n")
     _write(ws / "c/alias.yaml", "a: &x 1\nlr: *x\n")
     _write(ws / "c/dup.json", '{"lr": 0.001, "lr": 0.002}')
@@ -255,6 +257,10 @@ CASES = [
     ("train-config-list", [*TRAIN, "--config", "{ws}/c/list.yaml"], 2, "list.yaml: expected a mapping"),
     ("train-config-unknown", [*TRAIN, "--config", "{ws}/c/unknown.yaml"], 2,
      "c/unknown.yaml: learning_rate: unknown training setting"),
+    ("train-config-lr-str", [*TRAIN, "--config", "{ws}/c/lr_str.yaml"], 2,
+     "c/lr_str.yaml: lr: expected a number, got 'fast'"),
+    ("train-config-targets-str", [*TRAIN, "--config", "{ws}/c/targets_str.yaml"], 2,
+     "c/targets_str.yaml: lora_targets: expected a list of strings"),
     ("train-config-badyaml", [*TRAIN, "--config", "{ws}/c/badyaml.yaml"], 2, "badyaml.yaml: not valid YAML/JSON"),
     ("train-config-alias", [*TRAIN, "--config", "{ws}/c/alias.yaml"], 2, "alias.yaml: not valid YAML/JSON (line 2): alias *x is not allowed"),
     ("train-config-missing", [*TRAIN, "--config", "{ws}/c/nope.yaml"], 2, "nope.yaml: file not found"),

@@ -207,7 +207,14 @@ def test_a_new_decoder_version_recomputes_instead_of_reusing_cached_outputs(tmp_
     (lambda d: d["arms"].update(dpo={}), "arms.dpo: unknown arm 'dpo'"),
     (lambda d: d["arms"]["sft"]["grid"].update(lrr=[1]), "arms.sft.grid.lrr: unknown training setting"),
     (lambda d: d["arms"]["sft"]["grid"].update(lr=[]), "grid 'lr' must be a non-empty list"),
-    (lambda d: d["arms"]["sdft"]["train"].update(divergence="tv"), "train.divergence: unknown divergence"),
+    (lambda d: d["arms"]["sdft"]["train"].update(divergence="tv"), "arms.sdft.train.divergence: unknown divergence"),
+    # the error names the block the key was written in, with the expected type
+    (lambda d: d["train"].update(lrr=1), ": train.lrr: unknown training setting"),
+    (lambda d: d["train"].update(lr="fast"), ": train.lr: expected a number, got 'fast'"),
+    (lambda d: d["arms"]["sdft"]["train"].update(lora_targets="q_proj"),
+     "arms.sdft.train.lora_targets: expected a list of strings, got 'q_proj'"),
+    (lambda d: d["arms"]["sft"]["grid"].update(max_steps=[1.5]), "arms.sft.grid.max_steps: expected an integer or null"),
+    (lambda d: d["train"].update(bf16="no"), ": train.bf16: expected true, false or auto, got 'no'"),
     (lambda d: d.pop("task") and None or d.update(task={"train": {"split": "eval_real"}, "test": {"split": "paper68"}})
      or d["task"].update(validation=None), "task.validation: a grid needs a validation split"),
     (lambda d: d["prior"].update(benchmarks=["hellaswg"]), "prior.benchmarks: unknown benchmark 'hellaswg'"),

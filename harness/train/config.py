@@ -72,11 +72,41 @@ class TrainConfig:
     merge: bool = False                  # also export a merged model folder at the end
 
     def __post_init__(self):
+        self._check_types()
         self.lora_targets = tuple(self.lora_targets)
         self.precision = None
         if isinstance(self.bf16, bool) or self.bf16 == "auto":
             self._resolve_bf16()
         self.validate()
+
+    def _check_types(self) -> None:
+        """Every field has the type its annotation says (YAML and CLI values arrive untyped): a
+        string where a number belongs, a bare string for `lora_targets` (which would become a tuple
+        of characters) or `bf16: 'no'` is one ConfigError naming the key."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kinds = [k.strip() for k in str(f.type).split("|")]
+            ok = False
+            for k in kinds:
+                if k == "None":
+                    ok |= v is None
+                elif k == "bool":
+                    ok |= isinstance(v, bool)
+                elif k == "int":
+                    ok |= isinstance(v, int) and not isinstance(v, bool)
+                elif k == "float":
+                    ok |= isinstance(v, (int, float)) and not isinstance(v, bool)
+                elif k == "str":
+                    ok |= isinstance(v, str) and (f.name != "bf16" or v == "auto")
+                elif k.startswith("tuple[str"):
+                    ok |= isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+            if not ok:
+                names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+                         "None": "null"}
+                want = ("a list of strings" if "tuple" in str(f.type) else
+                        "true, false or auto" if f.name == "bf16" else
+                        " or ".join(names.get(k, k) for k in kinds))
+                raise ConfigError(f"train.{f.name}: expected {want}, got {v!r}")
 
     def _resolve_bf16(self) -> None:
         """`auto` becomes a concrete True/False here, before any key is computed, so checkpoint keys
@@ -142,7 +172,11 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{where}.{unknown[0]}: unknown training setting")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ConfigError as e:  # name the key where the user wrote it (e.g. arms.sdft.train.lr)
+            msg = str(e)
+            raise ConfigError(f"{where}." + msg[len("train."):] if msg.startswith("train.") else msg) from None
 
     def key(self, data_hash: str, model_hash: str) -> str:
         """Content key of the trained artefact: every setting except pure bookkeeping."""
