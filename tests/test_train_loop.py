@@ -242,3 +242,37 @@ def test_flops_estimate_counts_student_teacher_and_rollout_tokens_separately():
     short = flops_estimate(n, 100, 120, 80, 20, lora=True, recompute=False)
     long = flops_estimate(n, 100, 920, 80, 20, lora=True, recompute=False)
     assert long - short == 2 * n * 800
+
+
+def test_a_second_run_on_a_locked_output_folder_stops_in_one_line(tiny_model_dir, tmp_path):
+    import fcntl
+
+    from harness.train.loop import LOCK_NAME
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with open(out / LOCK_NAME, "a+") as held:  # another process writing this folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(CheckpointError, match="another harness process is writing this folder"):
+            train(tiny_cfg(tiny_model_dir, method="sft"), tiny_records(), out, "h")
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # nothing written
+    res = train(tiny_cfg(tiny_model_dir, method="sft"), tiny_records(), out, "h")  # released: runs
+    assert res.steps == 2
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, tmp_path, caplog):
+    cfg = dict(method="sft", save_every=1, keep_checkpoints=2, max_steps=2)
+    out = tmp_path / "o"
+    Run(tiny_cfg(tiny_model_dir, **cfg), tiny_records(), out, "h").run()
+    cks = sorted(out.glob("ckpt-*"))
+    assert [c.name for c in cks] == ["ckpt-000001", "ckpt-000002"]
+    (cks[-1] / "trainable.safetensors").write_bytes(b"\x00" * 10)  # a crash mid-write, a full disk
+    with caplog.at_level("WARNING", logger="harness.train"):
+        assert Run(tiny_cfg(tiny_model_dir, **cfg), tiny_records(), out, "h").resume() == 1
+    assert "ckpt-000002" in caplog.text and "resuming from ckpt-000001" in caplog.text
+    # every checkpoint damaged: one line, and the files are left exactly as they were
+    (cks[0] / "state.json").write_text("{")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match="no readable checkpoint to resume from"):
+        Run(tiny_cfg(tiny_model_dir, **cfg), tiny_records(), out, "h").resume()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

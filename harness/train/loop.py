@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import shutil
@@ -42,6 +43,9 @@ from .batches import Example, encode_records, left_pad, right_pad
 from .config import TrainConfig
 from .losses import chunked_divergence, masked_sequence_mean, skip_mask
 from .teacher import TeacherHandle
+
+log = logging.getLogger("harness.train")
+LOCK_NAME = ".harness-train.lock"  # held (flock) while a run writes its output folder
 
 # Per-phase wall-clock seconds of one optimizer step, exclusive of each other (see `Phases`).
 PHASES = ("gen_s", "teacher_s", "student_fwd_s", "student_bwd_s", "optim_s", "drift_s")
@@ -525,27 +529,56 @@ class Run:
                 what = ", ".join(diff[:4]) if diff else "data, base model or rollout sampler"
                 raise CheckpointError(f"{self.out}: holds a run with a different configuration "
                                       f"(differs in: {what}); use another --output-dir")
-        elif self.out.is_dir() and any(self.out.iterdir()):
+        elif self.out.is_dir() and any(p.name != LOCK_NAME for p in self.out.iterdir()):
             raise CheckpointError(f"{self.out}: not empty and not a harness training directory")
 
-    def resume(self) -> int:
-        ck = self.latest_checkpoint()
-        if ck is None:
-            return 0
+    def _read_checkpoint(self, ck: Path) -> tuple[dict, dict, dict | None, dict]:
+        """Every part of a checkpoint, read (and checked) before any of it is applied."""
         state = json.loads((ck / "state.json").read_text())
+        if not isinstance(state, dict) or not {"step", "key", "totals", "log"} <= set(state):
+            raise ValueError("state.json lacks step/key/totals/log")
         if state["key"] != self.key:
             raise CheckpointError(f"{ck}: checkpoint from a different configuration")
+        trainable = load_file(ck / "trainable.safetensors")
         params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for n, v in load_file(ck / "trainable.safetensors").items():
-                params[n].copy_(v)
-        if (ck / "teacher.safetensors").is_file():
-            self.teacher.load_state_dict(load_file(ck / "teacher.safetensors"))
+        for n, v in trainable.items():
+            if n not in params or params[n].shape != v.shape:
+                raise ValueError(f"trainable.safetensors: '{n}' does not match the model")
+        teacher = load_file(ck / "teacher.safetensors") if (ck / "teacher.safetensors").is_file() else None
         opt = torch.load(ck / "optim.pt", weights_only=True)
-        self.opt.load_state_dict(opt["optimizer"])
-        self.sched.load_state_dict(opt["scheduler"])
-        self.step, self.totals, self.log = state["step"], state["totals"], state["log"]
-        return self.step
+        return state, trainable, teacher, opt
+
+    def resume(self) -> int:
+        """Continue from the newest readable checkpoint. A damaged one (a truncated file after a
+        crash or a full disk) is skipped with a warning for the one before it; when none is readable
+        the run stops in one line and leaves every file as it is, never training over them."""
+        cks = sorted((p for p in self.out.glob("ckpt-*") if (p / "state.json").is_file()), reverse=True)
+        if not cks:
+            return 0
+        problems = []
+        for ck in cks:
+            try:
+                state, trainable, teacher, opt = self._read_checkpoint(ck)
+            except CheckpointError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any unreadable part means: try the previous checkpoint
+                problems.append(f"{ck.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                continue
+            if problems:
+                log.warning("%s: damaged checkpoint(s) skipped (%s); resuming from %s", self.out,
+                            "; ".join(problems), ck.name)
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for n, v in trainable.items():
+                    params[n].copy_(v)
+            if teacher is not None:
+                self.teacher.load_state_dict(teacher)
+            self.opt.load_state_dict(opt["optimizer"])
+            self.sched.load_state_dict(opt["scheduler"])
+            self.step, self.totals, self.log = state["step"], state["totals"], state["log"]
+            return self.step
+        raise CheckpointError(f"{self.out}: no readable checkpoint to resume from ({'; '.join(problems)}); "
+                              "move the folder aside to start over, or use another output folder")
 
     def write_csv(self) -> None:
         if not self.acc.is_main_process:
@@ -602,7 +635,35 @@ class Run:
         return final, merged
 
     # ------------------------------------------------------------------ main
+    def _lock_output(self) -> None:
+        """Hold an exclusive lock on the output folder while this run writes it, so a second run
+        on the same folder stops in one line instead of reading a half-written file. Released when
+        the run ends or the process dies (flock). Where flock does not exist, nothing is locked."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        f = open(self.out / LOCK_NAME, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise CheckpointError(f"{self.out}: another harness process is writing this folder; wait for it "
+                                  "to finish or use another output folder") from None
+        self._lock = f
+
     def run(self) -> TrainResult:
+        if self.acc.is_main_process:
+            self._lock_output()
+        try:
+            return self._run()
+        finally:
+            if getattr(self, "_lock", None) is not None:
+                self._lock.close()
+                self._lock = None
+
+    def _run(self) -> TrainResult:
         self.check_resume_dir()
         if self.acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
