@@ -114,6 +114,11 @@ class SuiteRunner:
         self.data_dir = resolve_data_dir(data_dir)
         self.data = load_data(self.suite, self.data_dir)
         self.points = build_points(self.suite, self.data, self.db_path.parent / "checkpoints")
+        n_train = len(self.data.train.records)
+        for p in self.points:  # found at --dry-run, not after the base model's evaluations have run
+            if p.cfg is not None and n_train < p.cfg.batch_size:
+                raise ConfigError(f"{self.suite_path}: task.train: {n_train} training records, fewer than one "
+                                  f"batch (train.batch_size {p.cfg.batch_size} for arm {p.arm})")
         self.log = log
         self.progress_factory = progress_factory
         self.settings = GenerationSettings(max_new_tokens=self.suite.task.max_new_tokens)

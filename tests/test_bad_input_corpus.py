@@ -112,6 +112,10 @@ def _template(tmp_path_factory, tiny_model_dir) -> Path:
     _write(ws / "s/bad_split.yaml", _suite(**{"test: {split: paper68, limit: 3}": "test: {split: nope, limit: 3}"}))
     _write(ws / "s/neg_limit.yaml", _suite(**{"test: {split: paper68, limit: 3}": "test: {split: paper68, limit: -3}"}))
     _write(ws / "s/bad_dtype.yaml", _suite(**{"dtype: float32": "dtype: float8"}))
+    _write(ws / "s/micro3.yaml", _suite(**{"  batch_size: 4": "  batch_size: 3"}))
+    _write(ws / "s/few_train.yaml", _suite(**{"train: {split: eval_real, skip_invalid: true, limit: 8}":
+                                              "train: {split: eval_real, skip_invalid: true, limit: 2}"}))
+    _write(ws / "s/targets_str.yaml", _suite(**{"lora_targets: [q_proj, v_proj]": "lora_targets: q_proj"}))
     _write(ws / "s/threads.yaml", _suite(**{"threads: 1": "threads: -1"}))
     _write(ws / "s/no_model.yaml", _suite(**{"model: tiny-model-folder-given-on-the-command-line": ""}))
     _write(ws / "s/bad_task.yaml", _suite(**{"  name: tooluse": "  name: summarise"}))
@@ -286,6 +290,10 @@ CASES = [
     ("run-unknown-key", [*RUN, "{ws}/s/unknown_key.yaml"], 2, "seedz"),
     ("run-bad-split", [*RUN, "{ws}/s/bad_split.yaml"], 2, "nope"),
     ("run-neg-limit", [*RUN, "{ws}/s/neg_limit.yaml"], 2, "limit"),
+    ("run-batch-not-multiple", [*RUN, "{ws}/s/micro3.yaml"], 2,
+     "train.batch_size: 3 is not a multiple of micro_batch_size 2"),
+    ("run-fewer-records-than-a-batch", [*RUN, "{ws}/s/few_train.yaml"], 2, "task.train: 2 training records, fewer"),
+    ("run-targets-str", [*RUN, "{ws}/s/targets_str.yaml"], 2, "train.lora_targets: expected a list of strings"),
     ("run-bad-dtype", [*RUN, "{ws}/s/bad_dtype.yaml"], 2, "dtype"),
     ("run-threads", [*RUN, "{ws}/s/threads.yaml"], 2, "threads"),
     ("run-bad-task", [*RUN, "{ws}/s/bad_task.yaml"], 2, "name"),

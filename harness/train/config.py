@@ -146,6 +146,8 @@ class TrainConfig:
                   "lora_r", "ema_every", "save_every", "chunk_tokens", "topk"):
             if getattr(self, k) <= 0:
                 bad(k, f"must be positive, got {getattr(self, k)}")
+        if self.batch_size % self.micro_batch_size:
+            bad("batch_size", f"{self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
         if self.max_steps is not None and self.max_steps <= 0:
             bad("max_steps", f"must be positive, got {self.max_steps}")
         if self.max_rollout_tokens is not None and self.max_rollout_tokens <= 0:
