@@ -130,7 +130,7 @@ def test_training_autocast_auto_resolves_before_the_checkpoint_key(probe, tmp_pa
     monkeypatch.setattr(precision, "measure", _no_probe)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert TrainConfig(method="sft").bf16 is True  # training runs on the GPU: bf16
-    with pytest.raises(ConfigError, match=r"^train.bf16: must be true, false or auto"):
+    with pytest.raises(ConfigError, match=r"^train.bf16: expected true, false or auto, got .yes."):
         TrainConfig(method="sft", bf16="yes")
 
 
