@@ -68,7 +68,7 @@ from scipy import stats
 
 from .errors import ConfigError, HarnessError, StoreError
 from .hashing import hash_obj
-from .metrics import _agresti_min, mcnemar, required_n, wilson_upper
+from .metrics import _agresti_min, instruction_counts, mcnemar, micro_scaled, required_n, wilson_upper
 from .precision import DTYPES
 from .metrics import mde as _mde
 
@@ -238,24 +238,11 @@ def outcomes_from_store(store: Any, spec: str) -> OutcomeSet | None:
         rows = store.examples(e["eval_key"])
         items = {str(r["item_id"]): float(r["score"]) for r in rows}
         metrics[task] = {"task": task, "metric": _metric_key(e), "items": items, **_how_measured(e, run)}
-        weights = _micro_weights(rows)
+        weights = instruction_counts([r.get("diagnostics") or {} for r in rows])  # IFEval: Σ followed / Σ given
         if weights:
-            metrics[task]["weights"] = weights
+            metrics[task]["weights"] = dict(zip(items, weights))
     return OutcomeSet(metrics=metrics, suite=_run_suite_name(run), source=f"run {spec}",
                       meta={"run_id": run["run_id"], "incomplete": sorted(set(incomplete) - set(metrics))})
-
-
-def _micro_weights(rows: list[dict]) -> dict[str, float] | None:
-    """Per-item weights of a micro-averaged metric: IFEval's inst_level_loose_acc is Σ followed /
-    Σ instructions, so each prompt's score weighs by its instruction count (`n_instructions` in the
-    stored diagnostics). None when any item lacks a count (the metric is then a plain item mean)."""
-    out = {}
-    for r in rows:
-        v = (r.get("diagnostics") or {}).get("n_instructions")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            return None
-        out[str(r["item_id"])] = float(v)
-    return out or None
 
 
 def _how_measured(e: dict, run: dict) -> dict:
@@ -714,11 +701,9 @@ def compare(baseline: OutcomeSet, candidate: OutcomeSet, cfg: GateConfig) -> lis
         keys = sorted(bi)
         x, y = np.array([bi[k] for k in keys]), np.array([ci[k] for k in keys])
         w = baseline.metrics[name].get("weights")
-        if w:
-            # a micro average (Σ w·score / Σ w) is the plain mean of w·score·n/Σw, so the paired
-            # t interval on these values is the ratio estimator's (linearised) interval
-            scale = np.array([w[k] for k in keys]) * len(keys) / sum(w[k] for k in keys)
-            x, y = x * scale, y * scale
+        if w:  # a micro average: the paired t interval of these values is the ratio estimator's
+            ww = [w[k] for k in keys]
+            x, y = micro_scaled(x, ww), micro_scaled(y, ww)
         return x, y
 
     rows = []

@@ -630,3 +630,26 @@ def ratio_stderr(scores: Any, weights: Any = None) -> float:
     w = _weights(weights, s.size)
     p = float(np.dot(s, w) / w.sum())
     return math.sqrt(s.size / (s.size - 1) * float(np.sum((w * (s - p)) ** 2))) / float(w.sum())
+
+
+def instruction_counts(diags: list[dict], metric: str | None = None) -> list[float] | None:
+    """Per-item weights of a micro-averaged metric (IFEval: instructions per prompt) from stored
+    diagnostics: `n_instructions`, else the length of the stored instruction-level list under
+    `metric`; None unless every item has a positive count (then items weigh equally)."""
+    out = []
+    for d in diags:
+        v = d.get("n_instructions") if isinstance(d, dict) else None
+        if v is None and metric and isinstance(d, dict) and isinstance(d.get(metric), list):
+            v = len(d[metric])
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            return None
+        out.append(float(v))
+    return out or None
+
+
+def micro_scaled(x: Any, w: Any) -> np.ndarray:
+    """Items of a micro average rescaled so that their plain mean is the weighted mean
+    (x_i * w_i * n / sum w): paired t intervals and variances on these values are the ratio
+    estimator's linearised ones (used by the gate and by power planning)."""
+    x, w = np.asarray(x, dtype=float), np.asarray(w, dtype=float)
+    return x * w * (w.size / w.sum())

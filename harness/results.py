@@ -313,8 +313,7 @@ class Results:
         x, y = np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)
         w = self._w(task, keys)
         if w is not None:
-            scale = w * len(keys) / w.sum()
-            x, y = x * scale, y * scale
+            x, y = M.micro_scaled(x, w), M.micro_scaled(y, w)
         d = y - x
         if M.is_binary(x) and M.is_binary(y):
             return float(M.wilson_upper(float(np.mean(d != 0)), len(keys))), len(keys)
@@ -642,21 +641,6 @@ class Results:
 
 
 # ----- loading ---------------------------------------------------------------------------------
-def _instruction_counts(diags: list[dict], metric: str | None) -> list[float] | None:
-    """Per-item weights of a micro-averaged metric (IFEval: instructions per prompt) from the
-    stored diagnostics: `n_instructions`, else the length of the stored instruction-level list;
-    None unless every item has a positive count (then items weigh equally)."""
-    out = []
-    for d in diags:
-        v = d.get("n_instructions") if isinstance(d, dict) else None
-        if v is None and metric and isinstance(d, dict) and isinstance(d.get(metric), list):
-            v = len(d[metric])
-        if not isinstance(v, (int, float)) or not v > 0:
-            return None
-        out.append(float(v))
-    return out or None
-
-
 def _kind(task: str, new_task: str) -> str:
     if task == new_task:
         return "new"
@@ -768,7 +752,7 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
                                                  "task": task, "item_id": ids, "score": sc, "group": grp}))
                 n = len(sc)
                 se = _num(summ.get("stderr"))
-                w = _instruction_counts(diags, summ.get("metric"))
+                w = M.instruction_counts(diags, summ.get("metric"))
                 if w is not None:  # micro average: weighted mean, ratio bootstrap, clustered stderr
                     tw = weights.setdefault(task, {})
                     for i, wi in zip(ids, w):

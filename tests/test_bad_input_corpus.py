@@ -112,6 +112,10 @@ def _template(tmp_path_factory, tiny_model_dir) -> Path:
     _write(ws / "s/bad_split.yaml", _suite(**{"test: {split: paper68, limit: 3}": "test: {split: nope, limit: 3}"}))
     _write(ws / "s/neg_limit.yaml", _suite(**{"test: {split: paper68, limit: 3}": "test: {split: paper68, limit: -3}"}))
     _write(ws / "s/bad_dtype.yaml", _suite(**{"dtype: float32": "dtype: float8"}))
+    _write(ws / "s/neg_margin.yaml", _suite(**{"seeds: [0]": "seeds: [0]\nclaims: {margins: {c: -0.02}}"}))
+    _write(ws / "s/probe_zero.yaml", _suite(**{"seeds: [0]": "seeds: [0]\ndrift_probe: {n_per_source: 0}"}))
+    _write(ws / "s/bad_sample.yaml", _suite(**{"test: {split: paper68, limit: 3}":
+                                               "test: {split: paper68, limit: 3, sample: random}"}))
     _write(ws / "s/micro3.yaml", _suite(**{"  batch_size: 4": "  batch_size: 3"}))
     _write(ws / "s/few_train.yaml", _suite(**{"train: {split: eval_real, skip_invalid: true, limit: 8}":
                                               "train: {split: eval_real, skip_invalid: true, limit: 2}"}))
@@ -290,6 +294,9 @@ CASES = [
     ("run-unknown-key", [*RUN, "{ws}/s/unknown_key.yaml"], 2, "seedz"),
     ("run-bad-split", [*RUN, "{ws}/s/bad_split.yaml"], 2, "nope"),
     ("run-neg-limit", [*RUN, "{ws}/s/neg_limit.yaml"], 2, "limit"),
+    ("run-neg-margin", [*RUN, "{ws}/s/neg_margin.yaml"], 2, "claims.margins: margin for 'c' must be positive"),
+    ("run-probe-zero", [*RUN, "{ws}/s/probe_zero.yaml"], 2, "drift_probe.n_per_source"),
+    ("run-bad-sample", [*RUN, "{ws}/s/bad_sample.yaml"], 2, "task.test.sample"),
     ("run-batch-not-multiple", [*RUN, "{ws}/s/micro3.yaml"], 2,
      "train.batch_size: 3 is not a multiple of micro_batch_size 2"),
     ("run-fewer-records-than-a-batch", [*RUN, "{ws}/s/few_train.yaml"], 2, "task.train: 2 training records, fewer"),
