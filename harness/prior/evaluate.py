@@ -163,6 +163,8 @@ def _example_rows(bundle: TaskBundle, prepared: Prepared, samples: dict, lm_key:
                 gold = head.get("target")
                 if not isinstance(gold, int) and "answer" in head.get("doc", {}):  # winogrande
                     gold = int(head["doc"]["answer"]) - 1
+                if isinstance(gold, int) and 0 <= gold < len(lls):
+                    diagnostics["gold"] = gold  # for the paired Δ log p(gold) and margin in results
                 output = f"choice {max(range(len(lls)), key=lls.__getitem__)} (gold {gold})"
             else:
                 output = resp[0] if isinstance(resp, list) and resp else str(resp)
