@@ -24,6 +24,16 @@ Claims (Shenfeld et al., arXiv 2601.19897; numbers for Qwen2.5-7B-Instruct on to
     token on the general-text drift probe (`harness.drift_probe`: fixed GSM8K / ARC-Challenge
     prompts, the base model's greedy continuations, so both arms are scored on the same tokens);
     paired bootstrap over prompts (seeds-then-prompts with >= 2 seeds, as (b) and (c)).
+(c-mc) SDFT keeps the prior benchmarks' gold answers ahead of the other choices at least as well as
+    SFT (no paper number: a continuous, paired companion of (c)). Measured: SDFT - SFT of the
+    unweighted mean over the multiple-choice prior benchmarks of each benchmark's mean margin
+    log p(gold) - max log p(other choice), in nats (`metrics.choice_measures`: lm-eval's
+    per-choice loglikelihoods, stored per item). The margin, not log p(gold) alone, because
+    fine-tuning also shifts every choice's log-probability alike (on the quick suite both arms
+    raised ARC-Easy's gold log p by 0.6-1.0 nats while its margins moved < 0.07): that shift is
+    drift, which (c-drift) measures, not lost discrimination. The change in log p(gold) is in the
+    note and in `Results.mc_table()`. Paired bootstrap over items within each benchmark
+    (seeds-then-items with >= 2 seeds).
 (d) cost: SDFT takes about 2.5x the FLOPs (d-flops) and about 4x the wall-clock (d-wall) of SFT.
     Measured: SDFT/SFT ratio (`Results.cost_ratio`: matched grid points when both arms trained
     the same hyper-parameters and seeds, else per optimizer step).
@@ -33,10 +43,10 @@ Verdict rules (95% two-sided intervals; one verdict per row):
 (a)-(c), the claim says the difference D is > 0 (the "claim's side"):
     supported      the interval lies entirely above 0 (lo > 0)
     contradicted   the interval lies entirely below 0 (hi < 0)
-    equivalent within the margin   (b), (c), (c-drift) only: the interval contains 0 but lies
+    equivalent within the margin   (b), (c), (c-drift), (c-mc) only: the interval contains 0 but lies
                    inside (-margin, +margin), i.e. "no difference larger than the margin" at 95%;
                    margins per claim id in the suite's `claims.margins` (defaults `DEFAULT_MARGINS`:
-                   5 pp for (b), 2 pp for (c), 0.01 nats for (c-drift))
+                   5 pp for (b), 2 pp for (c), 0.01 nats for (c-drift), 0.05 nats for (c-mc))
     inconclusive at this sample size   otherwise (the interval contains 0)
     Only the direction is tested; the magnitude is shown beside the paper's (a 7B model's).
 (d), the claim says the ratio R is about C (C = 2.5 or 4); tolerance band [C / 1.5, C x 1.5]
@@ -51,7 +61,7 @@ Power (every difference claim): `mde` is the smallest true difference a two-side
 with power 0.8 at this run's n, from the observed per-item variance of the paired change (the
 Wilson upper bound of the discordance rate for 0/1 scores); `n_needed` is the items per
 comparison at which the MDE reaches the paper's reported effect ((a), (b), (c)) or the equivalence
-margin (c-drift, where the paper reports no SFT-vs-SDFT number). `format_power` shows both.
+margin ((c-drift), (c-mc), where the paper reports no SFT-vs-SDFT number). `format_power` shows both.
 Any claim whose inputs the run lacks (no teacher, no prior suite, no cost) gets "not measured".
 No multiple-comparison correction across claims: each is a separate, pre-stated hypothesis.
 """
@@ -73,7 +83,7 @@ VERDICTS = (SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE, NOT_MEASURED)
 #: Default equivalence margins per claim id (fractions for pp claims, nats for drift); a suite's
 #: `claims.margins` overrides them. An interval inside ±margin answers "no difference larger than
 #: the margin", which is an answer, unlike "inconclusive".
-DEFAULT_MARGINS = {"b": 0.05, "c": 0.02, "c-drift": 0.01}
+DEFAULT_MARGINS = {"b": 0.05, "c": 0.02, "c-drift": 0.01, "c-mc": 0.05}
 COST_TOLERANCE = 1.5  # multiplicative band around the paper's cost ratios
 #: How the training loop counts FLOPs (harness/train/loop.py): shown wherever FLOPs are.
 FLOPS_ESTIMATE = ("FLOPs are an estimate, not a measurement: 2N per forward-only token (teacher prompt and "
@@ -267,6 +277,28 @@ def check_claims(results) -> list[dict]:
         row["note"] = "needs SFT and SDFT arms measured by the drift probe (suite key drift_probe)"
     rows.append(row)
 
+    # (c-mc) SDFT keeps the MC benchmarks' gold answers ahead of the other choices as well as SFT
+    row = _row("c-mc", "SDFT keeps prior gold answers ahead at least as well as SFT "
+               "(mean Δ margin log p(gold) - max log p(other) over MC benchmarks, SDFT - SFT)",
+               "not reported (continuous companion of (c))", "nats", eq_rule("c-mc", "nats"))
+    tasks = r.mc_tasks("margin")
+    if sft and sdft and tasks and (c := r.mc_change(sft, sdft, "margin")):
+        verdict, agree = sign_verdict(c["lo"], c["hi"], margins["c-mc"]), ""
+        if multi_seed:
+            verdict, agree = seed_agreement(verdict, c)
+            agree = f"; {agree}"
+        g = r.mc_change(sft, sdft, "gold_logp")
+        names = ", ".join(t.split("/")[1] for t in tasks)
+        row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n_items"],
+                   test=HIERARCHICAL if multi_seed else "paired bootstrap over items (unweighted average)",
+                   verdict=verdict,
+                   note=(f"benchmarks: {names}" + (f"; log p(gold) alone, SDFT - SFT {g['diff']:+.3f} "
+                                                    f"[{g['lo']:+.3f}, {g['hi']:+.3f}] nats" if g else "") + agree))
+        _set_power(row, r, sft, sdft, tasks, margins["c-mc"], f"the {margins['c-mc']:g}-nat margin")
+    else:
+        row["note"] = "needs SFT and SDFT arms evaluated on multiple-choice prior benchmarks"
+    rows.append(row)
+
     # (d) cost ratios
     for cid, measure, key, what in (("d-flops", "flops", "sdft_flops_ratio", "FLOPs (estimated)"),
                                     ("d-wall", "train_wall_s", "sdft_wall_ratio", "wall-clock")):
@@ -410,12 +442,13 @@ def lead_sentences(rows: list[dict]) -> list[str]:
         return f"{m} ({inner})"
 
     out = []
-    forget = [(cid, s) for cid in ("c", "c-drift") if (s := said(cid))]
+    forget = [(cid, s) for cid in ("c", "c-mc", "c-drift") if (s := said(cid))]
     if forget:
-        parts = []
-        for cid, s in forget:
-            parts.append(f"the prior-suite average of SDFT minus SFT is {s}" if cid == "c" else
-                         f"SFT minus SDFT drift from the base on general text is {s}")
+        what = {"c": "the prior-suite average of SDFT minus SFT is",
+                "c-mc": "the gold answers' margin over the other choices on the multiple-choice benchmarks, "
+                        "SDFT minus SFT, is",
+                "c-drift": "SFT minus SDFT drift from the base on general text is"}
+        parts = [f"{what[cid]} {s}" for cid, s in forget]
         verdicts = {by[cid]["verdict"] for cid, _ in forget}
         answer = ("Yes: SDFT forgot less than SFT here" if verdicts & {SUPPORTED} and not verdicts & {CONTRADICTED}
                   else "No: SFT forgot less than SDFT here" if verdicts & {CONTRADICTED} and not verdicts & {SUPPORTED}

@@ -27,7 +27,7 @@ __all__ = [
     "CHANCE", "is_binary", "wilson_interval", "wilson_upper", "mean_ci", "paired_binary_ci", "paired_bootstrap",
     "mcnemar", "paired_test", "holm", "benjamini_hochberg", "seed_ci", "prior_average",
     "forgetting", "prior_average_change_ci", "flip_table", "mde", "required_n", "cost_ratio",
-    "cost_table", "is_at_chance",
+    "cost_table", "is_at_chance", "MC_MEASURES", "choice_measures", "gold_index", "mc_item_measures", "mc_task",
 ]
 
 #: Chance accuracy of the prior benchmarks whose chance level is fixed (0-shot multiple choice).
@@ -151,6 +151,48 @@ def paired_binary_ci(a: Any, b: Any, conf: float = 0.95) -> tuple[float, float, 
     d_adj, se = _agresti_min(n01, n10, x.size, _z(conf))
     h = _z(conf) * float(se)
     return (float(y.mean() - x.mean()), max(-1.0, float(d_adj) - h), min(1.0, float(d_adj) + h))
+
+
+__all__ += ["agresti_min", "variance_floor", "paired_t"]
+
+
+def agresti_min(n01: Any, n10: Any, n: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Agresti-Min adjusted change of two paired proportions and its standard error, from the
+    discordant counts (arrays allowed): the estimate behind `paired_binary_ci`, for callers that
+    build their own bounds (the gate's one-sided ones, vectorised over simulated trials)."""
+    return _agresti_min(n01, n10, n, 0.0)
+
+
+def variance_floor(n: Any, scale: Any = 1.0) -> np.ndarray:
+    """Smallest per-item variance to assume for a paired change of non-binary scores on n items:
+    that of one discordant pair of full size `scale` among n + 2 items, the pseudo-count that
+    Agresti-Min adds in the binary case (vectorised). Without it, a small sample in which no score
+    happened to change has zero variance, and a t interval on it claims infinite precision."""
+    n, scale = np.asarray(n, dtype=float), np.asarray(scale, dtype=float)
+    return scale ** 2 / (n + 2)
+
+
+def paired_t(a: Any, b: Any) -> dict:
+    """Paired t test of "no change" in mean(b) - mean(a): dict(diff, sd, m2, n, p).
+
+    sd is the standard deviation of the per-item differences (ddof=1; NaN for one item), m2 their
+    second moment E[(b - a)^2] (the variance `mde` takes for non-binary scores) and p two-sided.
+    When the differences do not vary (sd = 0) there is no t statistic: p is 1 if nothing changed
+    and 0 if every item moved by the same amount; with one changed item p is NaN. Suits
+    non-binary scores whose mean change is near normal; `paired_bootstrap` assumes nothing.
+    """
+    x, y = _pair(a, b)
+    if x.size == 0:
+        raise ValueError("paired_t: no items")
+    d = y - x
+    n = int(d.size)
+    diff = float(d.mean())
+    sd = float(d.std(ddof=1)) if n >= 2 else math.nan
+    if n >= 2 and sd > 0:
+        p = float(2 * stats.t.sf(abs(diff) / (sd / math.sqrt(n)), n - 1))
+    else:
+        p = 1.0 if diff == 0 else (0.0 if n >= 2 else math.nan)
+    return {"diff": diff, "sd": sd, "m2": float(np.mean(d * d)), "n": n, "p": p}
 
 
 def _boot_means(d: np.ndarray, n_boot: int, rng: np.random.Generator, chunk_elems: int = 4_000_000) -> np.ndarray:
@@ -653,3 +695,56 @@ def micro_scaled(x: Any, w: Any) -> np.ndarray:
     estimator's linearised ones (used by the gate and by power planning)."""
     x, w = np.asarray(x, dtype=float), np.asarray(w, dtype=float)
     return x * w * (w.size / w.sum())
+
+
+#: The two continuous per-item measures of a multiple-choice item, from lm-eval's per-choice
+#: loglikelihoods (raw sums of the continuation's token log-probabilities, not length-normalised):
+#: `gold_logp` = log p(gold choice), `margin` = log p(gold) - max over the other choices.
+MC_MEASURES = ("gold_logp", "margin")
+
+
+def choice_measures(loglikelihoods: Sequence[float], gold: int) -> dict[str, float]:
+    """{'gold_logp', 'margin'} of one multiple-choice item (see `MC_MEASURES`).
+
+    Why: accuracy changes only when the argmax flips, so on a few hundred items a small model's
+    loss of confidence stays invisible; the gold choice's log-probability and its margin over the
+    best wrong choice move continuously with every item, and paired by item they detect a shift
+    with far fewer items. The margin's sign is accuracy under raw loglikelihood (lm-eval's `acc`);
+    benchmarks whose headline is `acc_norm` decide on length-normalised scores instead.
+    """
+    ll = [float(v) for v in loglikelihoods]
+    if not 0 <= gold < len(ll) or len(ll) < 2:
+        raise ValueError(f"choice_measures: gold {gold} outside {len(ll)} choices")
+    other = max(v for i, v in enumerate(ll) if i != gold)
+    return {"gold_logp": ll[gold], "margin": ll[gold] - other}
+
+
+def gold_index(diag: Mapping[str, Any]) -> int | None:
+    """The gold choice index a prior evaluation stored with a multiple-choice row: `gold`, else an
+    integer `target` (lm-eval's, for rows stored before `gold` was)."""
+    for k in ("gold", "target"):
+        v = diag.get(k)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.isdigit():
+            return int(v)
+    return None
+
+
+def mc_item_measures(ids: Sequence[str], diags: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """{measure: {item_id: value}} (`MC_MEASURES`) for the stored rows that carry per-choice
+    `loglikelihoods` and a gold index; {} for a benchmark without them (generation)."""
+    out: dict[str, dict[str, float]] = {m: {} for m in MC_MEASURES}
+    for i, d in zip(ids, diags):
+        lls, gold = (d or {}).get("loglikelihoods"), gold_index(d or {})
+        if not isinstance(lls, list) or len(lls) < 2 or gold is None or not 0 <= gold < len(lls):
+            continue
+        for m, v in choice_measures(lls, gold).items():
+            out[m][str(i)] = v
+    return out if out[MC_MEASURES[0]] else {}
+
+
+def mc_task(task: str, measure: str) -> str:
+    """The metric name of one continuous measure of a prior MC benchmark ('prior/mmlu', 'margin'
+    -> 'mc/mmlu/margin'): results, claims and gate files use it like a task name."""
+    return f"mc/{task.split('/', 1)[-1]}/{measure}"

@@ -13,7 +13,9 @@ paired change comes from the newest complete run of the same suite in the store 
   two fine-tuned arms;
 - prior benchmarks: discordance 0.10 for multiple choice, 0.20 for generation benchmarks
   (IFEval, HumanEval), per item;
-- drift probe: mean squared per-prompt difference of the two arms' KL, (0.03 nats)^2.
+- drift probe: mean squared per-prompt difference of the two arms' KL, (0.03 nats)^2;
+- gold-answer margin on multiple-choice benchmarks (log p(gold) - max log p(other)): mean squared
+  per-item difference of the two arms' margins, (0.3 nats)^2.
 
 The priors are guesses, stated so a reader can judge them; a run's own numbers replace them.
 Nothing here loads a model or writes a file.
@@ -24,13 +26,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-PRIOR_PSI = {"new_task": 0.25, "mc": 0.10, "generation": 0.20, "drift": 0.03 ** 2}
+PRIOR_PSI = {"new_task": 0.25, "mc": 0.10, "generation": 0.20, "drift": 0.03 ** 2, "mc_margin": 0.3 ** 2}
 GENERATION_BENCHMARKS = {"ifeval", "humaneval", "gsm8k"}
 
 
 @dataclass
 class PlannedComparison:
-    claim: str                  # claim id of harness.claims ('b', 'c', 'c-drift')
+    claim: str                  # claim id of harness.claims ('b', 'c', 'c-mc', 'c-drift')
     what: str
     unit: str                   # 'pp' (fractions) or 'nats'
     parts: list[tuple[float, int]]   # (psi, n) per component (benchmarks of an average)
@@ -62,8 +64,9 @@ def _previous_run(runner):
     return None
 
 
-def _prior_sizes(runner) -> dict[str, int]:
-    """Items per benchmark of the suite's prior average, as the prior suite will select them."""
+def _prior_sizes(runner, average_only: bool = True) -> dict[str, int]:
+    """Items per benchmark of the suite's prior suite (only those of the prior average unless
+    `average_only` is false), as the prior suite will select them."""
     from .paths import data_dir as resolve_data_dir
     from .prior.data import ADAPTERS, select
     from .prior.suite import load_suite as load_prior_suite
@@ -75,7 +78,7 @@ def _prior_sizes(runner) -> dict[str, int]:
     out = {}
     for name in names:
         settings = ps.settings(name)
-        if not settings.get("in_average", True):
+        if average_only and not settings.get("in_average", True):
             continue
         lim = pr.limit if pr.limit is not None else settings.get("limit", ps.limit)
         out[name] = len(select(ADAPTERS[name](ddir), lim, ps.seed))
@@ -88,6 +91,7 @@ def plan_power(runner, target_mde: float | None = None) -> list[PlannedCompariso
     the drift comparison is sized for its equivalence margin instead)."""
     from .claims import DEFAULT_MARGINS, power_terms
     from .drift_probe import TASK as DRIFT_TASK
+    from .results import mc_task
 
     s = runner.suite
     methods = {a.method for a in s.arms.values()}
@@ -117,6 +121,17 @@ def plan_power(runner, target_mde: float | None = None) -> list[PlannedCompariso
             out.append(PlannedComparison("c", "prior average, SDFT - SFT", "pp", parts,
                                          "previous run" if from_run else "prior 0.10 (MC) / 0.20 (generation)",
                                          target=target_mde))
+        mc_parts, from_run = [], True
+        for name, n in _prior_sizes(runner, average_only=False).items():
+            if name in GENERATION_BENCHMARKS:
+                continue
+            o = observed(sft, sdft, mc_task(f"prior/{name}", "margin"))
+            from_run &= o is not None
+            mc_parts.append((o[0] if o else PRIOR_PSI["mc_margin"], n))
+        if mc_parts:
+            out.append(PlannedComparison("c-mc", "gold-answer margin on MC benchmarks, SDFT - SFT", "nats",
+                                         mc_parts, "previous run" if from_run else "prior (0.3 nats)^2",
+                                         target=margins["c-mc"]))
     if s.drift_probe is not None:
         obs = observed(sdft, sft, DRIFT_TASK)
         out.append(PlannedComparison("c-drift", "general-text drift, SFT - SDFT", "nats",

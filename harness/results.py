@@ -8,6 +8,7 @@
     r.prior_table()                    # prior average and forgetting per arm, paired bootstrap CI
     r.compare("sft", "sdft")           # SDFT vs SFT per task, McNemar / bootstrap, Holm
     r.flips("sft")                     # items right -> wrong per benchmark and group (MMLU subject)
+    r.mc_table(); r.mc_change("sft", "sdft")   # Δ log p(gold) and Δ margin (nats) on MC benchmarks
     r.cost_table(); r.cost_ratio("sdft", "sft", "flops")
 
 Reads the results store only (pandas, numpy, scipy; never torch), so it runs anywhere the SQLite
@@ -72,6 +73,9 @@ def _group(task: str, item_id: str, diag: dict) -> str | None:
     return None
 
 
+mc_task = M.mc_task  # 'prior/mmlu', 'margin' -> 'mc/mmlu/margin'
+
+
 def _seed_key(v: Any) -> str:
     """A seed as a stable string ('-' for none), whatever pandas made of it (None, NaN, 0.0)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -96,7 +100,11 @@ class Results:
     metrics  point x task: point, arm, method, seed, selected, task, kind ('new', 'val', 'prior',
              'other'), benchmark, metric, value (mean item score), lo, hi (95% `mean_ci`), stderr,
              n, reported (the stored summary's value), chance, in_average, eval_key.
-    items    point x task x item: point, arm, seed, selected, task, item_id, score, group.
+    items    point x task x item: point, arm, seed, selected, task, item_id, score, group,
+             gold_logp, margin (multiple-choice prior items: log p(gold choice) and its margin over
+             the best other choice, `metrics.choice_measures`; NaN elsewhere).
+    The MC measures are also pseudo-tasks 'mc/<benchmark>/<measure>' (`mc_task`, kind 'mc' in
+    `metrics`), so every paired method (`paired`, `seed_change`, `change_variance`) applies.
     curves   point x step: point, arm, method, seed, selected, step, then every logged metric
              (loss, divergence, drift_kl, lr, tokens_per_s, step_s, ...).
     notes    human-readable remarks on missing or incomplete pieces, shown by the report.
@@ -398,6 +406,57 @@ class Results:
                 "test", "n", "seed_lo", "seed_hi", "n_seeds", "chance", "at_chance", "in_average"]
         return pd.DataFrame(rows, columns=cols)
 
+    def mc_tasks(self, measure: str = "gold_logp") -> list[str]:
+        """The 'mc/<benchmark>/<measure>' pseudo-tasks of the prior benchmarks whose items carry
+        per-choice loglikelihoods (multiple choice), in prior-suite order."""
+        have = set(self.metrics.loc[self.metrics["kind"] == "mc", "task"]) if len(self.metrics) else set()
+        return [mc_task(t, measure) for t in self.prior_tasks if mc_task(t, measure) in have]
+
+    def mc_change(self, ref_arm: str, arm: str, measure: str = "gold_logp") -> dict | None:
+        """Change arm - ref_arm of the unweighted mean over the MC benchmarks of one continuous
+        measure (nats), paired by item within each benchmark (`metrics.hierarchical_change_ci`
+        with one "seed" per side on seed-averaged items; several seeds: `seed_change`):
+        dict(diff, lo, hi, p, n_tasks, n_items); None when either arm lacks a benchmark."""
+        tasks = self.mc_tasks(measure)
+        if not tasks:
+            return None
+        if max(len(self.arm_points(ref_arm)), len(self.arm_points(arm))) >= 2:
+            c = self.seed_change(ref_arm, arm, tasks)
+            return None if c is None else c | {"n_tasks": len(tasks), "n_items": int(c.get("n_items", 0))}
+        ka, kb = {}, {}
+        for t in tasks:
+            a, b = self.arm_scores(ref_arm, t), self.arm_scores(arm, t)
+            keys = sorted(set(a or {}) & set(b or {}))
+            if not keys:
+                return None
+            ka[t], kb[t] = [a[k] for k in keys], [b[k] for k in keys]
+        r = M.hierarchical_change_ci(ka, kb, {t: None for t in tasks}, n_boot=self.n_boot, seed=self.seed)
+        return r | {"n_tasks": len(tasks), "n_items": sum(len(v) for v in ka.values())}
+
+    def mc_table(self) -> pd.DataFrame:
+        """Per (comparison, MC benchmark, measure): the paired change in log p(gold) and in the
+        margin, in nats, with the paired bootstrap 95% interval over items, p, n, and the MDE at
+        this n from the observed per-item variance of the change. Comparisons: every trained arm
+        against base, then SDFT - SFT. Beside, never instead of, the benchmarks' accuracy."""
+        cols = ["ref", "arm", "task", "benchmark", "measure", "ref_value", "value", "diff", "lo", "hi", "p",
+                "n", "mde"]
+        pairs = [(BASE, a) for a in self.trained_arms if BASE in self.arms]
+        if self.sft_arm and self.sdft_arm:
+            pairs.append((self.sft_arm, self.sdft_arm))
+        rows = []
+        for ref, arm in pairs:
+            for m in M.MC_MEASURES:
+                for t in self.mc_tasks(m):
+                    r = self.paired(ref, arm, t)
+                    if not r:
+                        continue
+                    cv = self.change_variance(ref, arm, t)
+                    rows.append({"ref": ref, "arm": arm, "task": t, "benchmark": t.split("/")[1], "measure": m,
+                                 "ref_value": r["ref_value"], "value": r["value"], "diff": r["diff"],
+                                 "lo": r["lo"], "hi": r["hi"], "p": r["p"], "n": r["n"],
+                                 "mde": float(M.mde(cv[1], 0.5, discordance=cv[0], two_sided=True)) if cv else math.nan})
+        return pd.DataFrame(rows, columns=cols)
+
     def _stderr(self, point: str, task: str) -> float:
         return self._metric_index().get((point, task), (math.nan, math.nan))[1]
 
@@ -650,6 +709,8 @@ def _kind(task: str, new_task: str) -> str:
         return "prior"
     if task.startswith("probe/"):
         return "probe"
+    if task.startswith("mc/"):
+        return "mc"
     return "other"
 
 
@@ -748,8 +809,23 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
                 diags = [json.loads(r[2]) if r[2] else {} for r in rows]
                 grp = [_group(task, i, d) for i, d in zip(ids, diags)]
                 scores[(name, task)] = dict(zip(ids, sc))
+                mc = M.mc_item_measures(ids, diags) if kind == "prior" else {}
                 item_frames.append(pd.DataFrame({"point": name, "arm": arm, "seed": seed_v, "selected": selected,
-                                                 "task": task, "item_id": ids, "score": sc, "group": grp}))
+                                                 "task": task, "item_id": ids, "score": sc, "group": grp,
+                                                 **{m: [mc[m].get(i, math.nan) if mc else math.nan for i in ids]
+                                                    for m in M.MC_MEASURES}}))
+                for m, vals in mc.items():
+                    mt = mc_task(task, m)
+                    scores[(name, mt)] = vals
+                    mv = list(vals.values())
+                    mean = float(np.mean(mv))
+                    sd = float(np.std(mv, ddof=1)) if len(mv) > 1 else math.nan
+                    h = 1.96 * sd / math.sqrt(len(mv)) if len(mv) > 1 else math.nan
+                    metric_rows.append({**base_cols, "task": mt, "kind": "mc", "benchmark": task.split("/", 1)[1],
+                                        "metric": m, "value": mean, "lo": mean - h, "hi": mean + h,
+                                        "stderr": sd / math.sqrt(len(mv)) if len(mv) > 1 else math.nan,
+                                        "n": len(mv), "reported": math.nan, "chance": math.nan,
+                                        "in_average": False, "eval_key": key})
                 n = len(sc)
                 se = _num(summ.get("stderr"))
                 w = M.instruction_counts(diags, summ.get("metric"))
@@ -794,7 +870,8 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
     metrics_df = pd.DataFrame(metric_rows, columns=metric_cols)
     metrics_df["seed"] = pd.Series([r["seed"] for r in metric_rows], dtype=object)
     items = (pd.concat(item_frames, ignore_index=True) if item_frames else
-             pd.DataFrame(columns=["point", "arm", "seed", "selected", "task", "item_id", "score", "group"]))
+             pd.DataFrame(columns=["point", "arm", "seed", "selected", "task", "item_id", "score", "group",
+                                   *M.MC_MEASURES]))
     curves = pd.DataFrame(curve_rows) if curve_rows else pd.DataFrame(
         columns=["point", "arm", "method", "seed", "selected", "step", "loss", "divergence", "drift_kl", "lr"])
 

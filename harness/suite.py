@@ -136,14 +136,19 @@ class DriftProbeSpec(_Strict):
 
 
 class ClaimsSpec(_Strict):
-    """Equivalence margins of the claim check, per claim id ('b', 'c', 'c-drift'): a claim whose 95%
-    interval lies within ±margin is reported as equivalent instead of inconclusive."""
+    """Equivalence margins of the claim check, per claim id (`claims.DEFAULT_MARGINS`: 'b', 'c',
+    'c-mc', 'c-drift'): a claim whose 95% interval lies within ±margin is reported as equivalent
+    instead of inconclusive."""
     margins: dict[str, float] = {}
 
     @field_validator("margins")
     @classmethod
     def _positive(cls, v):
+        from .claims import DEFAULT_MARGINS
+
         for k, m in v.items():
+            if k not in DEFAULT_MARGINS:
+                raise ValueError(f"unknown claim id '{k}' (claims with a margin: {', '.join(DEFAULT_MARGINS)})")
             if not m > 0:
                 raise ValueError(f"margin for '{k}' must be positive")
         return v

@@ -40,11 +40,12 @@ def item_ids(task: str, n: int) -> list[str]:
 
 def add_eval(store: Store, task: str, arm: str, scores: Sequence[float] | Mapping[str, float],
              *, key: str | None = None, metric: str | None = None, status: str = "complete",
-             weights: Sequence[float] | None = None) -> str:
+             weights: Sequence[float] | None = None, diags: Sequence[dict] | None = None) -> str:
     """Store one evaluation with its per-item rows and a summary like the real evaluators'.
     `weights`: instructions per item of a micro-averaged metric (IFEval), stored as the prior
     evaluator stores them (`n_instructions`, `n_followed` = score x instructions); the summary
-    value is then the micro average, as lm-eval reports it."""
+    value is then the micro average, as lm-eval reports it. `diags`: extra per-item diagnostics
+    (e.g. multiple choice `loglikelihoods` and `gold`, as the prior evaluator stores them)."""
     if isinstance(scores, Mapping):
         ids, vals = [str(k) for k in scores], [float(v) for v in scores.values()]
     else:
@@ -59,6 +60,8 @@ def add_eval(store: Store, task: str, arm: str, scores: Sequence[float] | Mappin
         diag = {"subject": item.split("/")[0]} if task == "prior/mmlu" and i % 2 == 0 else {}
         if weights is not None:
             diag |= {"n_instructions": weights[i], "n_followed": s * weights[i]}
+        if diags is not None:
+            diag |= dict(diags[i])
         rows.append({"item_id": item, "idx": i, "prompt_hash": f"h{i}", "output": "", "score": s,
                      "diagnostics": diag})
     store.add_examples(key, rows)
@@ -93,13 +96,15 @@ def build_run(store: Store, points: list[dict], *, task: str = "tooluse",
               run_id: str | None = None) -> str:
     """Store a suite run. Each point is a meta point (point, arm, method, seed, hparams, selected,
     cost) plus `scores`: {task: per-item scores (list or {item_id: score})} instead of eval keys,
-    optionally `weights`: {task: instructions per item} (micro-averaged tasks, IFEval), and
+    optionally `weights`: {task: instructions per item} (micro-averaged tasks, IFEval),
+    optionally `diags`: {task: per-item diagnostics dicts}, and
     optionally `curve`: number of training steps to fabricate."""
     benchmarks = BENCHMARKS if benchmarks is None else benchmarks
     meta_points = []
     for p in points:
         arm = p.get("arm", p["point"])
-        evals = {t: add_eval(store, t, arm, s, weights=(p.get("weights") or {}).get(t))
+        evals = {t: add_eval(store, t, arm, s, weights=(p.get("weights") or {}).get(t),
+                             diags=(p.get("diags") or {}).get(t))
                  for t, s in (p.get("scores") or {}).items()}
         train_key = p.get("train_key")
         if p.get("curve"):

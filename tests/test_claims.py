@@ -53,7 +53,7 @@ def test_planted_supported(store):
     v = verdicts(store, n_tool=300, n_prior=200, acc={"base": 0.4, "teacher": 0.9, "sft": 0.55, "sdft": 0.75},
                  prior_drop={"sft": 0.10, "sdft": 0.0})
     assert {k: r["verdict"] for k, r in v.items()} == {
-        "a": SUPPORTED, "b": SUPPORTED, "c": SUPPORTED, "c-drift": NOT_MEASURED, "d-flops": SUPPORTED, "d-wall": SUPPORTED}
+        "a": SUPPORTED, "b": SUPPORTED, "c": SUPPORTED, "c-drift": NOT_MEASURED, "c-mc": NOT_MEASURED, "d-flops": SUPPORTED, "d-wall": SUPPORTED}
     assert v["a"]["measured"] == pytest.approx(0.5) and v["a"]["test"].startswith("exact McNemar")
     assert v["b"]["measured"] == pytest.approx(0.20) and v["b"]["lo"] > 0
     assert v["c"]["measured"] == pytest.approx(0.10, abs=0.01)
@@ -67,7 +67,7 @@ def test_planted_contradicted(store):
                  cost={"sft": {"train_wall_s": 100.0, "flops": 1e14},
                        "sdft": {"train_wall_s": 100.0, "flops": 1e15}})
     assert {k: r["verdict"] for k, r in v.items()} == {
-        "a": CONTRADICTED, "b": CONTRADICTED, "c": CONTRADICTED, "c-drift": NOT_MEASURED, "d-flops": CONTRADICTED,
+        "a": CONTRADICTED, "b": CONTRADICTED, "c": CONTRADICTED, "c-drift": NOT_MEASURED, "c-mc": NOT_MEASURED, "d-flops": CONTRADICTED,
         "d-wall": CONTRADICTED}
     assert v["b"]["hi"] < 0 and v["c"]["hi"] < 0
 

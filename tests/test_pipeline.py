@@ -90,7 +90,7 @@ def test_run_then_cached_rerun_then_partial_recompute(tmp_path, env):
     r = invoke("plan", suite, "--target-mde", "0.05", "--model", env["model"], "--db", env["db"])
     assert r.exit_code == 0, r.output
     rows = [l for l in r.output.splitlines() if l.startswith("│ ")]
-    assert [l.split("│")[1].strip() for l in rows] == ["b", "c", "c-drift"]
+    assert [l.split("│")[1].strip() for l in rows] == ["b", "c", "c-mc", "c-drift"]
     assert all("previous run" in l for l in rows), r.output
     r = invoke("run", suite, *common)
     assert r.exit_code == 0 and len(store.find_evals()) == n_evals
