@@ -165,7 +165,7 @@ def test_candidate_settings_come_from_the_baseline_or_refuse(tmp_path):
     with neither, the gate refuses (one line naming the file and metric) instead of borrowing
     another stored evaluation's settings."""
     from harness.errors import ConfigError
-    from harness.evaluate import _baseline_dtype, _baseline_measurement, evaluate_candidate
+    from harness.gate.candidate import _baseline_dtype, _baseline_measurement, evaluate_candidate
     from harness.gate import OutcomeSet
     from harness.store import Store
 
