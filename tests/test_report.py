@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as htmllib
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from fake_suite_run import make_suite_run
 
-from harness import report
+from harness import formatting, report
 from harness.errors import StoreError
 from harness.paper import DISCREPANCIES, PAPER_LABEL, TABLE5, table5_row
 from harness.store import Store
@@ -77,6 +78,51 @@ def test_files_and_sections(rendered):
     assert not [p for p in paths["dir"].parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 
+SECTIONS = ["answer", "summary", "claims", "paper", "benchmarks", "mc", "compare", "figures", "flips", "cost", "points",
+            "notes", "conventions"]
+
+
+def test_html_and_markdown_render_one_section_list(rendered):
+    """Same sections, same order, same titles in both formats; only 'All points' is HTML-only."""
+    _, paths, _ = rendered
+    html = paths["html"].read_text()
+    found = re.findall(r"<section id='([\w-]+)'><h2>(.*?)</h2>", html)
+    assert [i for i, _ in found] == SECTIONS
+    md_titles = re.findall(r"^## (.+)$", paths["markdown"].read_text(), re.M)
+    assert md_titles == [htmllib.unescape(t) for i, t in found if i != "points"]
+    assert "sdft vs sft" in md_titles
+
+
+def test_verdicts_are_coloured_by_class(rendered):
+    """Every claims row's verdict cell carries the CSS class of its verdict (colours live in report.css)."""
+    _, paths, _ = rendered
+    html = paths["html"].read_text()
+    claims = re.search(r"<section id='claims'>.*?</section>", html, re.S).group(0)
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", claims.split("<tbody>")[1], re.S)
+    assert len(rows) >= 5
+    for row in rows:
+        cells = re.findall(r"<td( class='[^']*')?>(.*?)</td>", row)
+        attr, verdict = cells[5]
+        assert attr == f" class='t {report.VERDICT_CLASS[htmllib.unescape(verdict)]}'", row
+    for cls in set(report.VERDICT_CLASS.values()):
+        assert re.search(rf"\.{cls}\{{", (ROOT / "harness/templates/report/report.css").read_text()), cls
+
+
+def test_html_is_escaped_and_carries_no_script(tmp_path):
+    """Text from the run (here a model name) is escaped in the HTML and kept verbatim in the Markdown."""
+    from fake_suite_run import build_run
+
+    store = Store(tmp_path / "h.db")
+    hostile = "<script>alert('x')</script> & co"
+    rid = build_run(store, [{"point": "base", "arm": "base", "scores": {"tooluse": [1, 0, 0, 1]}}], benchmarks={},
+                    model=hostile)
+    paths = report.render(rid, store, tmp_path / "out", n_boot=100)
+    html = paths["html"].read_text()
+    assert "<script" not in html and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co" in html
+    assert f"**{hostile}**" in paths["markdown"].read_text()
+    store.close()
+
+
 def test_multi_seed_intervals_shown(rendered):
     """Each trained arm's across-seed interval (two seeds here) is in its summary row."""
     from harness.results import load
@@ -85,7 +131,7 @@ def test_multi_seed_intervals_shown(rendered):
     html = paths["html"].read_text()
     nt = load(rid, store, n_boot=1000).new_task_table().set_index("arm")
     for arm in ("sft", "sdft"):
-        want = report.seed_ci_text(nt.loc[arm, "seed_lo"], nt.loc[arm, "seed_hi"], 2)
+        want = formatting.seed_ci(nt.loc[arm, "seed_lo"], nt.loc[arm, "seed_hi"], 2)
         assert want.startswith("[") and "n/a" not in want
         row = re.search(rf"<tr><td[^>]*>{arm}</td>.*?</tr>", html, re.S)
         assert row and f">{want}<" in row.group(0), (arm, want)
@@ -184,8 +230,8 @@ def test_training_curves_draw_sparse_drift_points(tmp_path, monkeypatch):
         store.add_train_step("k-sft", s, {"loss": 1.0 / s, "divergence": math.nan,
                                           "drift_kl": 0.01 * s if s in (1, 3) else math.nan, "lr": 1e-4})
     figs = []
-    monkeypatch.setattr(report, "_png", lambda fig: figs.append(fig) or b"png")
-    assert report.fig_curves(load(rid, store)) == b"png"
+    monkeypatch.setattr(report.figures, "_png", lambda fig: figs.append(fig) or b"png")
+    assert report.figures.fig_curves(load(rid, store)) == b"png"
     drift_ax = figs[0].axes[2]
     lines = drift_ax.get_lines()
     assert len(lines) == 1 and list(lines[0].get_xdata()) == [1, 3]

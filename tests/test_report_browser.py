@@ -2,10 +2,11 @@
 and a full-page screenshot saved as a test artefact (test-artifacts/report-screenshot.png).
 
 Needs the Debian `chromium` package (apt-get install -y chromium chromium-driver); the test FAILS,
-not skips, without it. No browser download and no extra Python package: the report carries a tiny
-inline script that records errors and image load status into <body data-*> attributes once the
-page has loaded, Chromium's --dump-dom prints that DOM, and --enable-logging=stderr echoes console
-messages (checked too). A deliberately broken page proves the checks can fail.
+not skips, without it. No browser download and no extra Python package: the test writes a copy of
+the report with a tiny recorder script at the top of <head> (reports themselves carry no script);
+it records errors and image load status into <body data-*> attributes once the page has loaded,
+Chromium's --dump-dom prints that DOM, and --enable-logging=stderr echoes console messages (checked
+too). A deliberately broken page proves the checks can fail.
 """
 
 from __future__ import annotations
@@ -28,6 +29,35 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("HARNESS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 WIDTH = 1280
 
+# Records script errors, failed resources and image load status into <body data-*>, where
+# --dump-dom can read them.
+RECORDER = """
+(function(){var errs=[];function rec(m){errs.push(String(m));if(document.body){
+document.body.setAttribute('data-errors',JSON.stringify(errs));}}
+window.addEventListener('error',function(e){var t=e.target;rec(e.message||('resource failed: '+
+((t&&(t.src||t.href))||'?')).slice(0,200));},true);
+window.addEventListener('unhandledrejection',function(e){rec('unhandled rejection: '+e.reason);});
+var ce=console.error;console.error=function(){rec(Array.prototype.join.call(arguments,' '));
+return ce.apply(console,arguments);};
+window.addEventListener('load',function(){var im=document.images,ok=0,bad=[];
+for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}else{bad.push(im[i].alt);}}
+var b=document.body;b.setAttribute('data-images-total',im.length);b.setAttribute('data-images-loaded',ok);
+b.setAttribute('data-images-broken',JSON.stringify(bad));b.setAttribute('data-errors',JSON.stringify(errs));
+b.setAttribute('data-height',Math.ceil(document.documentElement.scrollHeight));
+b.setAttribute('data-ready','1');});})();
+"""
+
+
+def with_recorder(page: Path, tmp: Path) -> Path:
+    """A copy of `page` with the recorder first in <head>, so it listens before anything loads.
+    The report is self-contained (figures are data URIs), so the copy renders like the original."""
+    text = page.read_text(encoding="utf-8")
+    head = re.search(r"<head[^>]*>", text)
+    assert head, f"{page}: no <head>"
+    out = tmp / f"recorded-{page.name}"
+    out.write_text(f"{text[:head.end()]}<script>{RECORDER}</script>{text[head.end():]}", encoding="utf-8")
+    return out
+
 
 def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
@@ -47,8 +77,8 @@ def run_chromium(url: str, tmp: Path, *extra: str, timeout: int = 120) -> subpro
 
 
 def page_state(path: Path, tmp: Path) -> tuple[dict, list[str]]:
-    """Load the page; return the recorder's <body> attributes and console lines from stderr."""
-    out = run_chromium(path.resolve().as_uri(), tmp, f"--window-size={WIDTH},1000", "--dump-dom")
+    """Load the page with the recorder; return its <body> attributes and console lines from stderr."""
+    out = run_chromium(with_recorder(path, tmp).resolve().as_uri(), tmp, f"--window-size={WIDTH},1000", "--dump-dom")
     m = re.search(r"<body([^>]*)>", out.stdout)
     assert m, f"chromium printed no DOM (rc {out.returncode}): {out.stderr[-1500:]}"
     attrs = {k: htmllib.unescape(v) for k, v in re.findall(r'([\w-]+)="([^"]*)"', m.group(1))}
@@ -80,6 +110,7 @@ def report_html(tmp_path_factory) -> Path:
 
 
 def test_report_renders_in_chromium(report_html, tmp_path):
+    assert "<script" not in report_html.read_text(encoding="utf-8")  # the recorder is the test's, not the report's
     attrs, console = page_state(report_html, tmp_path)
     assert problems(attrs, console) == []
     assert int(attrs["data-images-total"]) == 6  # the answer figure and the five of the Figures section
@@ -102,7 +133,7 @@ def test_report_renders_in_chromium(report_html, tmp_path):
 def test_checks_catch_a_broken_page(tmp_path):
     """Negative control: a page with a broken image, a console.error and an exception fails."""
     bad = tmp_path / "bad.html"
-    bad.write_text(f"<!doctype html><html><head><script>{report.RECORDER}</script></head><body>"
+    bad.write_text("<!doctype html><html><head></head><body>"
                    "<img alt='broken' src='data:image/png;base64,AAAA'>"
                    "<script>console.error('boom'); undefinedFunction();</script></body></html>")
     attrs, console = page_state(bad, tmp_path)
