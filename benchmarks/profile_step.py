@@ -75,8 +75,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--methods", default="sft,sdft")
     p.add_argument("--json", type=Path, default=None, help="also write the per-step rows here")
+    p.add_argument("--no-head-fix", action="store_true",
+                   help="leave the output head's input strides as sliced (harness.models.contiguous_head_input "
+                        "off), to measure what that hook saves")
     a = p.parse_args(argv)
     import torch
+
+    if a.no_head_fix:
+        import harness.models
+
+        harness.models.contiguous_head_input = lambda model: None
 
     if a.threads:
         torch.set_num_threads(a.threads)

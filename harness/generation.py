@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from .hashing import hash_text
 
@@ -294,7 +294,8 @@ def _left_pad(x, length: int, dim: int):
 
 
 def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_token_id,
-                  batch_size: int = 8, min_shared: int = 32) -> list[list[int]]:
+                  batch_size: int = 8, min_shared: int = 32,
+                  stop: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
     """Greedy decoding of many prompts with prefix-shared prefill and slot refill; same tokens as
     `greedy_pruned` on the same prompts (up to floating-point reordering: tested on the tiny models,
     measured on the real ones by benchmarks/bench_decoder.py).
@@ -313,6 +314,8 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
     its own token count, so what a row attends to is exactly its own tokens, as in `greedy_pruned`.
     Models whose cache is not a plain per-layer DynamicCache (sliding-window layers) fall back to
     `greedy_pruned` in length-sorted batches.
+    `stop(new_ids) -> bool`, when given, ends a row early as EOS does (lm-eval's stop sequences:
+    a caller whose text is cut at the stop string anyway need not decode past it).
     Returns each prompt's new token ids, EOS included when it was produced.
     """
     import torch
@@ -324,6 +327,8 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
     device = next(model.parameters()).device
     probe = _new_cache(model, [])
     if any(type(layer).__name__ != "DynamicLayer" for layer in probe.layers):
+        if stop is not None:
+            raise NotImplementedError("greedy_shared: stop callbacks need a per-layer DynamicCache model")
         return _greedy_batches(model, prompts, max_new_tokens, eos_token_id, batch_size)
     cache_kw = _cache_kw(model)
     groups = _prefix_groups(prompts, min_shared)
@@ -405,7 +410,7 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
         keep = []
         for j, (r, t) in enumerate(zip(rows, tok.tolist())):
             out[r].append(t)
-            if t not in eos and len(out[r]) < max_new_tokens:
+            if t not in eos and len(out[r]) < max_new_tokens and not (stop is not None and stop(out[r])):
                 keep.append(j)
         if len(keep) < len(rows):
             sel = torch.tensor(keep, dtype=torch.long, device=device)

@@ -243,3 +243,58 @@ def test_default_model_matches_stock_hflm_on_real_items(data_dir):
     print("\nbenchmark docs acc_stock acc_ours near_ties max|dll|")
     for row in report:
         print(*row)
+
+
+def _gen_requests(texts: list[str], until: list[str], max_gen_toks: int):
+    from lm_eval.api.instance import Instance
+
+    kw = {"until": until, "max_gen_toks": max_gen_toks, "do_sample": False}
+    return [Instance(request_type="generate_until", doc={}, arguments=(t, dict(kw)), idx=i)
+            for i, t in enumerate(texts)]
+
+
+_PROMPTS = ["The cat", "Once upon a time there was a long prompt that keeps going on", "a b c", "hello world",
+            "x", "Numbers: 1 2 3 4 5 6 7 8 9", "zzz yyy", "Question: why? Answer:"]
+
+
+def test_generate_until_matches_stock_and_refills_slots(tiny_model, monkeypatch):
+    """Greedy generate_until: the same texts as stock HFLM, with and without a stop sequence that
+    fires mid-generation, while the decoder gets more prompts per call than `batch_size` (so a
+    finished row's slot is refilled from the waiting prompts)."""
+    import harness.generation as G
+
+    model, tok = tiny_model
+    model.float().eval()
+    stock, ours = _lms(model, tok, 2)
+    plain = stock.generate_until(_gen_requests(_PROMPTS, [], 24), disable_tqdm=True)
+    # a stop string taken from the middle of one stock output, so it fires for at least that row
+    longest = max(plain, key=len)
+    stop = longest[len(longest) // 2: len(longest) // 2 + 3]
+    assert stop.strip(), plain
+    calls = []
+    real = G.greedy_shared
+
+    def spy(model_, prompts, *a, **k):
+        calls.append((len(prompts), k.get("batch_size")))
+        return real(model_, prompts, *a, **k)
+
+    monkeypatch.setattr(G, "greedy_shared", spy)
+    for until in ([], [stop]):
+        want = stock.generate_until(_gen_requests(_PROMPTS, until, 24), disable_tqdm=True)
+        got = ours.generate_until(_gen_requests(_PROMPTS, until, 24), disable_tqdm=True)
+        assert got == want, until
+    assert any(stop in p for p in plain) and any(len(w) < len(p) for w, p in zip(want, plain))
+    assert calls and all(n == len(_PROMPTS) and rows == 2 for n, rows in calls)  # all prompts, 2 slots
+    assert ours.batch_size == 2  # restored after the call
+
+
+def test_generate_until_with_a_repetition_penalty_goes_to_stock(tiny_model, monkeypatch):
+    import harness.generation as G
+
+    model, tok = tiny_model
+    model.float().eval()
+    model.generation_config.repetition_penalty = 1.3
+    stock, ours = _lms(model, tok, 2)
+    monkeypatch.setattr(G, "greedy_shared", lambda *a, **k: pytest.fail("pruned decoder used"))
+    reqs = lambda: _gen_requests(_PROMPTS[:3], [], 12)  # noqa: E731
+    assert ours.generate_until(reqs(), disable_tqdm=True) == stock.generate_until(reqs(), disable_tqdm=True)

@@ -16,8 +16,7 @@ positions are read. `SharedContextHFLM` is an `HFLM` whose `_loglikelihood_token
    mask: causal attention never lets a real position see the padding after it.
 
 Everything else is `HFLM`'s: model and tokenizer handling, `max_length`, autocast
-(`mixed_precision_dtype`), `softmax_dtype`, generation (`generate_until` is untouched) and the
-caching hook (`cache_hook.add_partial("loglikelihood", ...)`). The result is what `HFLM` returns,
+(`mixed_precision_dtype`), `softmax_dtype` and the caching hook (`cache_hook.add_partial("loglikelihood", ...)`). The result is what `HFLM` returns,
 `(sum of continuation log-probs, is_greedy)` per request in the original order; it equals stock
 `HFLM`'s up to float rounding (other matmul shapes: ~1e-6 nats per token in float32, a few 1e-5
 summed over a long continuation), which is why results are keyed by `SCORER_ID`. A context
@@ -25,8 +24,15 @@ longer than the window is left-truncated exactly as `HFLM` does: the last `max_l
 of context+continuation, minus the last, are the model input, so choices of different lengths can
 see different context starts and then simply form different groups.
 
+Greedy `generate_until` requests (IFEval, HumanEval) run through `generation.greedy_shared`: a row
+leaves the batch at EOS or once its text holds one of lm-eval's stop sequences, and the next
+prompt takes its slot, instead of `generate` decoding every row of a batch until the longest is
+done. lm-eval still builds the prompts, truncates, and cuts the text at the stop sequences, so
+outputs equal stock `HFLM`'s wherever greedy argmax agrees under the other batch shapes.
+
 The rolling (perplexity) path and seq2seq models go to stock `HFLM`, as do models whose forward
-takes no `logits_to_keep`.
+takes no `logits_to_keep`, sampling requests, and models whose generation_config changes greedy
+decoding (a repetition penalty, ...).
 
 Importing this module does not import lm-eval (which must come after `offline_env`); the class is
 built on first access of `SharedContextHFLM`.
@@ -40,7 +46,8 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-SCORER_ID = "shared-context-1"  # part of every prior evaluation key; bump when scores could change
+SCORER_ID = "shared-context-2"  # part of every prior evaluation key; bump when scores could change
+GEN_CHUNK = 64  # greedy generate_until prompts per decoder call (the decoder refills its slots from them)
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +147,86 @@ class SharedContextScoring:
         for k, i in enumerate(members):
             u = first_of[tuple(conts[k])]
             yield i, (float(torch.cat(token_lps[u]).sum()), bool(greedy[u]))
+
+    # ----- generate_until: greedy requests through the pruned, slot-refilling decoder -----------
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        """lm-eval's `generate_until`, handing `_model_generate` up to `GEN_CHUNK` prompts per call
+        (instead of `batch_size`), so that `greedy_shared` keeps `batch_size` rows decoding and
+        refills a finished row's slot at once, rather than holding a batch until its longest row
+        (IFEval's 1280-token budget) is done. Request handling, truncation, stop sequences and
+        post-processing stay lm-eval's."""
+        saved = self.batch_size_per_gpu
+        if isinstance(saved, int) and saved > 0 and self._pruned_generation_ok():
+            self.batch_size_per_gpu = max(saved, GEN_CHUNK)
+            self._gen_rows = saved
+        try:
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self.batch_size_per_gpu = saved
+
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        """Greedy requests: `generation.greedy_shared` on each row's own (unpadded) tokens, a row
+        ending at the model's EOS (as `generate`) or once its text contains a stop sequence
+        (lm-eval cuts the text there anyway); returns `generate`'s layout, [context | new | pad].
+        Sampling requests, and models whose generation_config would alter greedy decoding
+        (a repetition penalty, ...), go to stock `HFLM`."""
+        import torch
+
+        from ..generation import greedy_shared
+
+        sampling = bool(generation_kwargs.get("do_sample")) or float(generation_kwargs.get("temperature") or 0) > 0
+        if sampling or not self._pruned_generation_ok():
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        mask = generation_kwargs.get("attention_mask")
+        prompts = ([row[m.bool()].tolist() for row, m in zip(context, mask)] if mask is not None
+                   else context.tolist())
+        tok = self.tokenizer
+        stops = [t for t in (stop or []) if t]
+
+        def hit(new_ids: list[int]) -> bool:  # the text lm-eval's post-processing splits
+            text = tok.decode(new_ids, skip_special_tokens=True)
+            return any(t in text for t in stops)
+
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                                             enabled=self.mixed_precision_dtype is not None):
+            new = greedy_shared(self.model, prompts, max_length - context.shape[1], self._generate_eos(),
+                                batch_size=getattr(self, "_gen_rows", None) or 8, stop=hit if stops else None)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        width = max((len(n) for n in new), default=0)
+        tail = torch.full((len(new), width), pad, dtype=context.dtype, device=context.device)
+        for r, n in enumerate(new):
+            tail[r, :len(n)] = torch.tensor(n, dtype=context.dtype, device=context.device)
+        return torch.cat([context, tail], dim=1)
+
+    def _generate_eos(self) -> list[int]:
+        """The ids `generate` stops a row at: the generation_config's eos_token_id (else the
+        tokenizer's)."""
+        gc = getattr(self.model, "generation_config", None)
+        eos = getattr(gc, "eos_token_id", None) if gc is not None else None
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos or [])
+
+    def _pruned_generation_ok(self) -> bool:
+        """Whether greedy `generate` on this model is plain argmax decoding, which the pruned
+        decoder reproduces: a causal model taking `logits_to_keep` and no generation_config
+        processor that changes greedy choices."""
+        if self.backend != "causal" or not self._accepts_logits_to_keep():
+            return False
+        gc = getattr(self.model, "generation_config", None)
+        if gc is None:
+            return True
+        neutral = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0),
+                   "encoder_repetition_penalty": (None, 1.0), "bad_words_ids": (None,),
+                   "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,),
+                   "forced_eos_token_id": (None,), "sequence_bias": (None,), "min_new_tokens": (None, 0),
+                   "min_length": (None, 0), "exponential_decay_length_penalty": (None,),
+                   "renormalize_logits": (None, False)}
+        bad = [k for k, ok in neutral.items() if getattr(gc, k, None) not in ok]
+        if bad and not getattr(self, "_warned_gc", False):
+            log.warning("generation_config sets %s: generate_until runs through stock HFLM", ", ".join(bad))
+            self._warned_gc = True
+        return not bad
 
     def _forward(self, input_ids, cache, logits_to_keep, use_cache: bool):
         """One model call under HFLM's no-grad/autocast settings (as its `_model_call`)."""
