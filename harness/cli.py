@@ -440,6 +440,15 @@ def train_cmd(
         if config and key in base and key not in flags:
             raise HarnessError(f"{config}: {msg[len('train.'):]}") from None
         raise
+    if cfg.lora:  # against the model's config (no weights), before the output folder or the store is written
+        from .model_config import lora_target_problem, module_names_from_config
+
+        modules = module_names_from_config(cfg.model)  # None: config not here yet, the loop checks it
+        problem = modules and lora_target_problem(cfg.lora_targets, modules)
+        if problem:
+            where = ("--lora-targets" if "lora_targets" in flags else f"{config}: lora_targets"
+                     if "lora_targets" in base else f"lora_targets (the default {list(cfg.lora_targets)})")
+            raise HarnessError(f"{where}: {problem}")
     _check_threads(threads)
     if threads:
         import torch
@@ -525,6 +534,8 @@ def run_cmd(
         console.print(t)
         n = sum(not r["cached"] for r in plan)
         console.print(f"{n} of {len(plan)} steps will run")
+        if runner.lora_check:
+            console.print(runner.lora_check, highlight=False, markup=False)
         _print_precision(runner.precision_meta())
         _print_power(runner)
         return

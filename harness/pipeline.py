@@ -94,6 +94,19 @@ def build_points(suite: Suite, data: Data, ckpt_root: Path) -> list[Point]:
     return pts
 
 
+def _setting_origin(suite: Suite, p: Point, key: str) -> str:
+    """The key path where the suite sets training setting `key` for point `p`: its grid, its arm's
+    `train` block or the shared one (the precedence of `arm_configs`), or the default."""
+    if key in p.hparams:
+        return f"arms.{p.arm}.grid.{key}"
+    if key in suite.arms[p.arm].train:
+        return f"arms.{p.arm}.train.{key}"
+    if key in suite.train:
+        return f"train.{key}"
+    value = getattr(p.cfg, key)
+    return f"train.{key} (not set: the default {list(value) if isinstance(value, tuple) else value})"
+
+
 def _trained(p: Point) -> bool:
     marker = p.checkpoint / "final" / "harness_train.json"
     return marker.is_file() and json.loads(marker.read_text()).get("key") == p.train_key
@@ -119,9 +132,34 @@ class SuiteRunner:
             if p.cfg is not None and n_train < p.cfg.batch_size:
                 raise ConfigError(f"{self.suite_path}: task.train: {n_train} training records, fewer than one "
                                   f"batch (train.batch_size {p.cfg.batch_size} for arm {p.arm})")
+        self.lora_check = self._check_lora_targets()
+        if self.suite.prior is not None:  # a metric lm-eval does not declare fails here, not after the benchmark
+            from .prior.suite import load_suite as load_prior_suite
+
+            load_prior_suite(self.suite.prior.suite)
         self.log = log
         self.progress_factory = progress_factory
         self.settings = GenerationSettings(max_new_tokens=self.suite.task.max_new_tokens)
+
+    def _check_lora_targets(self) -> str | None:
+        """Every trained point's LoRA targets against the model's module names, built from its
+        config without weights (`harness.model_config`): a typo fails at --dry-run and before the
+        run row, not when that point starts training after the base evaluations. Returns a note
+        for the plan: checked, or deferred (to training) when the config is not on this machine."""
+        from .model_config import lora_target_problem, module_names_from_config
+
+        lora = [p for p in self.points if p.cfg is not None and p.cfg.lora]
+        if not lora:
+            return None
+        modules = module_names_from_config(self.suite.model)
+        if modules is None:
+            return (f"LoRA targets: check deferred to training ({self.suite.model}: no config on this machine "
+                    "yet; `harness models pull` materialises an alias)")
+        for p in lora:
+            problem = lora_target_problem(p.cfg.lora_targets, modules)
+            if problem:
+                raise ConfigError(f"{self.suite_path}: {_setting_origin(self.suite, p, 'lora_targets')}: {problem}")
+        return f"LoRA targets: checked against the module names of {self.suite.model}"
 
     @property
     def store(self) -> Store:

@@ -127,6 +127,20 @@ def _template(tmp_path_factory, tiny_model_dir) -> Path:
     _write(ws / "s/bad_method.yaml", _suite(**{"  sdft:\n    train: {max_completion_tokens: 8}":
                                               "  sdft:\n    train: {max_completion_tokens: -8}"}))
     _write(ws / "s/empty.yaml", "")
+    # LoRA targets the model lacks, in each place a suite sets them (checked against the config's modules)
+    _write(ws / "s/lora_arm.yaml", _suite(**{"train: {max_completion_tokens: 8}":
+                                            "train: {max_completion_tokens: 8, lora_targets: [q_projj]}"}))
+    _write(ws / "s/lora_top.yaml", _suite(**{"lora_targets: [q_proj, v_proj]": "lora_targets: [q_proj, w_pack]"}))
+    _write(ws / "s/lora_grid.yaml", _suite(**{"  sft: {}\n": "  sft:\n    grid: {lora_targets: [[q_proj], [qkv]]}\n"}))
+    _write(ws / "s/lora_head.yaml", _suite(**{"lora_targets: [q_proj, v_proj]": "lora_targets: [q_proj, lm_head]"}))
+    # prior suites naming metrics their lm-eval task does not compute, and one with valid non-default metrics
+    _write(ws / "p/metric_typo.yaml", "benchmarks:\n  hellaswag: {metric: acc_nrom}\n")
+    _write(ws / "p/metric_filter.yaml", "benchmarks:\n  hellaswag: {}\n  gsm8k: {metric: 'exact_match,strict_match', default: false}\n")
+    _write(ws / "p/metric_mc2.yaml", "benchmarks:\n  truthfulqa_mc1: {metric: mc2}\n")
+    _write(ws / "p/metric_ok.yaml", "benchmarks:\n  hellaswag: {metric: acc_norm}\n  winogrande: {}\n"
+                                    "  gsm8k: {metric: 'exact_match,flexible-extract', default: false}\n")
+    _write(ws / "s/prior_metric.yaml", _suite(**{f"suite: {PRIOR_QUICK}": "suite: p/metric_typo.yaml"}))
+    _write(ws / "s/prior_ok.yaml", _suite(**{f"suite: {PRIOR_QUICK}": "suite: p/metric_ok.yaml"}))
     # --- train --config files
     _write(ws / "c/dup.yaml", "lr: 1.0e-4\nlr: 2.0e-4\n")
     _write(ws / "c/utf16.yaml", "lr: 1.0e-4\n".encode("utf-16"))
@@ -137,6 +151,7 @@ def _template(tmp_path_factory, tiny_model_dir) -> Path:
     _write(ws / "c/badyaml.yaml", "lr: {\n")
     _write(ws / "c/alias.yaml", "a: &x 1\nlr: *x\n")
     _write(ws / "c/dup.json", '{"lr": 0.001, "lr": 0.002}')
+    _write(ws / "c/targets_bad.yaml", "lora_targets: [q_proj, w_pack]\n")
     # --- broken model folders
     shutil.copytree(tiny_model_dir, ws / "m/garbage")
     for f in (ws / "m/garbage").glob("*.safetensors"):
@@ -256,6 +271,14 @@ CASES = [
     ("prior-model-alias", [*PRIOR, "--model", "no-such-alias"], 2, "unknown model 'no-such-alias'"),
     ("prior-db-empty", [*PRIOR, "--db", "{ws}/empty.db"], 2, "empty.db: an empty file"),
     ("prior-db-newer", [*PRIOR, "--db", "{ws}/newer.db"], 2, "schema version 99"),
+    ("prior-metric-typo", [*PRIOR, "--suite", "{ws}/p/metric_typo.yaml"], 2,
+     "p/metric_typo.yaml: benchmarks.hellaswag.metric: 'acc_nrom' is not a metric of lm-eval's 'hellaswag' task "
+     "(known: 'acc', 'acc_norm')"),
+    ("prior-metric-no-filter", [*PRIOR, "--suite", "{ws}/p/metric_filter.yaml"], 2,
+     "p/metric_filter.yaml: benchmarks.gsm8k.metric: 'exact_match,strict_match' is not a metric of lm-eval's "
+     "'gsm8k' task (known: 'exact_match', 'exact_match,strict-match', 'exact_match,flexible-extract')"),
+    ("prior-metric-other-task", [*PRIOR, "--suite", "{ws}/p/metric_mc2.yaml"], 2,
+     "p/metric_mc2.yaml: benchmarks.truthfulqa_mc1.metric: 'mc2' is not a metric"),
     # ---- train
     ("train-method", [*TRAIN, "--method", "dpo"], 2, "train.method: unknown method 'dpo'"),
     ("train-divergence", [*TRAIN, "--divergence", "tv"], 2, "unknown divergence"),
@@ -282,6 +305,11 @@ CASES = [
     ("train-strict", [*TRAIN, "--split", "eval_real"], 2, "Action_Input is not JSON"),
     ("train-out-under-file", [*TRAIN, "-o", "{ws}/a_file/out"], 2, "a_file is a file, expected a folder"),
     ("train-out-is-file", [*TRAIN, "-o", "{ws}/a_file"], 2, "--output-dir"),
+    ("train-lora-target-flag", [*TRAIN, "--lora-targets", "q_proj,qkv"], 2,
+     "--lora-targets: module 'qkv' not in the model (has: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj"),
+    ("train-lora-target-config", [*TRAIN, "--config", "{ws}/c/targets_bad.yaml"], 2,
+     "c/targets_bad.yaml: lora_targets: module 'w_pack' not in the model"),
+    ("train-lora-lm-head", [*TRAIN, "--lora-targets", "lm_head"], 2, "--lora-targets: 'lm_head' is not supported"),
     # ---- run (suites)
     ("run-missing", [*RUN, "{ws}/s/nope.yaml"], 2, "nope.yaml: file not found"),
     ("run-dup", [*RUN, "{ws}/s/dup.yaml"], 2, "dup.yaml: not valid YAML/JSON"),
@@ -306,6 +334,17 @@ CASES = [
     ("run-bad-task", [*RUN, "{ws}/s/bad_task.yaml"], 2, "name"),
     ("run-max-new", [*RUN, "{ws}/s/bad_max_new.yaml"], 2, "max_new_tokens"),
     ("run-sdft-train", [*RUN, "{ws}/s/bad_method.yaml"], 2, "max_completion_tokens"),
+    ("run-lora-arm", [*RUN, "{ws}/s/lora_arm.yaml"], 2,
+     "lora_arm.yaml: arms.sdft.train.lora_targets: module 'q_projj' not in the model (has: down_proj, "),
+    ("run-lora-top", [*RUN, "{ws}/s/lora_top.yaml"], 2, "lora_top.yaml: train.lora_targets: module 'w_pack'"),
+    ("run-lora-grid", [*RUN, "{ws}/s/lora_grid.yaml"], 2, "lora_grid.yaml: arms.sft.grid.lora_targets: module 'qkv'"),
+    ("run-lora-lm-head", [*RUN, "{ws}/s/lora_head.yaml"], 2, "lora_head.yaml: train.lora_targets: 'lm_head'"),
+    ("run-lora-no-dry-run", ["run", "{ws}/s/lora_arm.yaml", "--model", "{tiny}"], 2,
+     "arms.sdft.train.lora_targets: module 'q_projj'"),
+    ("run-prior-metric", [*RUN, "{ws}/s/prior_metric.yaml"], 2,
+     "p/metric_typo.yaml: benchmarks.hellaswag.metric: 'acc_nrom'"),
+    ("run-prior-metric-no-dry-run", ["run", "{ws}/s/prior_metric.yaml", "--model", "{tiny}"], 2,
+     "benchmarks.hellaswag.metric: 'acc_nrom'"),
     ("run-model-alias", ["run", "--dry-run", "--model", "no-such-alias", "{ws}/s/good.yaml"], 2, "no-such-alias"),
     ("run-data-dir", [*RUN, "{ws}/s/good.yaml", "--data-dir", "{ws}/nope"], 2, "nope: data directory not found"),
     ("run-db-empty", [*RUN, "{ws}/s/good.yaml", "--db", "{ws}/empty.db"], 2, "empty.db: an empty file"),
@@ -315,6 +354,9 @@ CASES = [
     ("plan-target-abc", ["plan", "{ws}/s/good.yaml", "--target-mde", "abc"], 2, "--target-mde"),
     ("plan-db-empty", ["plan", "{ws}/s/good.yaml", "--model", "{tiny}", "--db", "{ws}/empty.db"], 2,
      "empty.db: an empty file"),
+    ("plan-lora", ["plan", "{ws}/s/lora_top.yaml", "--model", "{tiny}"], 2, "train.lora_targets: module 'w_pack'"),
+    ("plan-prior-metric", ["plan", "{ws}/s/prior_metric.yaml", "--model", "{tiny}"], 2,
+     "benchmarks.hellaswag.metric: 'acc_nrom'"),
     ("run-db-dir", [*RUN, "{ws}/s/good.yaml", "--db", "{ws}/dbdir.db"], 2, "dbdir.db: results store path is a folder"),
     ("run-db-newer", [*RUN, "{ws}/s/good.yaml", "--db", "{ws}/newer.db"], 2, "schema version 99"),
     ("run-db-notharness", [*RUN, "{ws}/s/good.yaml", "--db", "{ws}/notharness.db"], 2, "no 'runs' table"),
@@ -438,6 +480,8 @@ def test_bad_input(argv, code, needle, _template, tiny_model_dir, data_dir, tmp_
 # Controls: the valid inputs the cases above each spoil in one place are accepted.
 CONTROLS = [
     ("run-dry-run", [*RUN, "{ws}/s/good.yaml"], "steps will run"),
+    ("run-dry-run-lora-checked", [*RUN, "{ws}/s/good.yaml"], "LoRA targets: checked against the module names of"),
+    ("run-dry-run-prior-metrics", [*RUN, "{ws}/s/prior_ok.yaml"], "steps will run"),
     ("data-check", ["data", "check", "{ws}/data/good.json"], "1 records"),
     ("eval-tooluse", [*TOOL, "--split", "{ws}/data/good.json", "--db", "{ws}/new.db"], "stored in"),
     ("results-show", ["results", "show", "evalrun_1", *HDB], "evalrun_1"),

@@ -57,6 +57,21 @@ def _check_type(path: Path, key: str, value, kind) -> None:
         raise ConfigError(f"{path}: {key}: expected {getattr(kind, '__name__', 'number')}, got {value!r}")
 
 
+def _check_metric(path: Path, name: str, metric: str) -> None:
+    """A metric the benchmark's lm-eval task does not compute fails here, when the suite is read
+    (`--dry-run`, before any model loads), not after the benchmark has run."""
+    from .evaluate import lm_metric_key
+    from .tasks import declared_metrics
+
+    spec = BENCHMARKS[name]
+    declared = declared_metrics(spec)
+    if not isinstance(metric, str) or lm_metric_key(name, metric) not in declared:
+        known = ([spec.metric] if spec.lm_metric in declared else []) + [k.removesuffix(",none") for k in declared]
+        raise ConfigError(f"{path}: benchmarks.{name}.metric: {metric!r} is not a metric of lm-eval's "
+                          f"'{spec.builtin or spec.group}' task (known: "
+                          f"{', '.join(repr(k) for k in dict.fromkeys(known))})")
+
+
 def load_suite(path: str | Path | None = None) -> Suite:
     path = Path(path) if path else DEFAULT_SUITE
     if not path.is_file():
@@ -89,6 +104,8 @@ def load_suite(path: str | Path | None = None) -> Suite:
         if settings.get("n_shot") and not BENCHMARKS[name].fewshot_ok:
             raise ConfigError(f"{path}: benchmarks.{name}.n_shot: the local data has no few-shot "
                               "split for this benchmark (only mmlu supports n_shot > 0)")
+        if "metric" in settings:
+            _check_metric(path, name, settings["metric"])
         out[name] = dict(settings)
     return Suite(path, seed=raw.get("seed", 1234), limit=raw.get("limit"),
                  batch_size=raw.get("batch_size"), benchmarks=out)

@@ -84,6 +84,11 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {s.name: s for s in [
 ]}
 PAPER_SIX = ("hellaswag", "truthfulqa_mc1", "mmlu", "ifeval", "winogrande", "humaneval")
 
+# Metrics of the task configs generated below (`_render`): HumanEval's own task, and the MMLU group's
+# aggregate over subjects (where its headline is reported).
+HUMANEVAL_METRICS = [{"metric": "pass@1", "aggregation": "mean", "higher_is_better": True}]
+MMLU_AGGREGATE = [{"metric": "acc", "weight_by_size": True}]
+
 HUMANEVAL_GEN = {"until": ["\nclass", "\ndef", "\n#", "\nif", "\nprint"], "max_gen_toks": 1024,
                  "do_sample": False}
 
@@ -107,6 +112,48 @@ _TolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suff
 def builtin_config(spec: BenchmarkSpec, file: str | None = None) -> dict:
     path = lm_eval_tasks_dir() / spec.builtin_dir / (file or f"{spec.builtin}.yaml")
     return yaml.load(path.read_text(), Loader=_TolerantLoader) or {}
+
+
+def _read_task_yaml(path: Path) -> dict:
+    """A task YAML merged over the YAMLs it `include`s (paths relative to its folder), as lm-eval
+    merges them: the including file's keys win."""
+    cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_TolerantLoader) or {}
+    includes = cfg.pop("include", None) or []
+    merged: dict = {}
+    for inc in [includes] if isinstance(includes, str) else includes:
+        merged.update(_read_task_yaml(path.parent / inc))
+    return merged | cfg
+
+
+@lru_cache(maxsize=None)
+def builtin_task_config(name: str) -> dict:
+    """The merged config of benchmark `name`'s built-in lm-eval task: the YAML in its folder whose
+    `task:` is the built-in task (its file is not always named after it: winogrande's is default.yaml)."""
+    spec = BENCHMARKS[name]
+    folder = lm_eval_tasks_dir() / spec.builtin_dir
+    first = folder / f"{spec.builtin}.yaml"
+    for path in [first] + sorted(p for p in folder.glob("*.yaml") if p != first):
+        if path.is_file():
+            cfg = _read_task_yaml(path)
+            if cfg.get("task") == spec.builtin:
+                return cfg
+    raise ConfigError(f"{folder}: no lm-eval task '{spec.builtin}' here (another lm-eval version?)")
+
+
+def declared_metrics(spec: BenchmarkSpec) -> list[str]:
+    """The results keys '<metric>,<filter>' lm-eval reports at `spec.result_key` for the task the
+    harness generates: each metric of the task's `metric_list` under each filter of its
+    `filter_list` ('none' without one); for MMLU the group's aggregate. Read from the task configs,
+    so a metric the benchmark does not compute is found before any model loads."""
+    if spec.builtin is None:
+        entries, filters = HUMANEVAL_METRICS, ["none"]
+    elif spec.name == "mmlu":
+        entries, filters = MMLU_AGGREGATE, ["none"]
+    else:
+        cfg = builtin_task_config(spec.name)
+        entries = cfg.get("metric_list") or []
+        filters = [f["name"] for f in cfg.get("filter_list") or []] or ["none"]
+    return [f"{e['metric']},{f}" for e in entries for f in filters]
 
 
 @lru_cache(maxsize=None)
@@ -169,7 +216,7 @@ def _render(spec: BenchmarkSpec, prepared: Prepared, settings: dict, path_of) ->
                "doc_to_text": "{{prompt}}", "doc_to_target": "{{test}}\ncheck({{entry_point}})",
                "generation_kwargs": generation_kwargs(spec, settings),
                "process_results": "@@PROCESS_RESULTS@@",
-               "metric_list": [{"metric": "pass@1", "aggregation": "mean", "higher_is_better": True}],
+               "metric_list": HUMANEVAL_METRICS,
                "repeats": 1, "num_fewshot": 0,
                "metadata": {"version": HUMANEVAL_TASK_VERSION}}
         text = yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True, width=1000)
@@ -184,7 +231,7 @@ def _render(spec: BenchmarkSpec, prepared: Prepared, settings: dict, path_of) ->
         sample_keys[task] = part
     cfg: dict[str, Any] = {"group": spec.group, "task": members}
     if spec.name == "mmlu":
-        cfg["aggregate_metric_list"] = [{"metric": "acc", "weight_by_size": True}]
+        cfg["aggregate_metric_list"] = MMLU_AGGREGATE
     cfg["metadata"] = {"version": 1}
     return yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True, width=1000), sample_keys, spec.result_key
 

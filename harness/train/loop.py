@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, ConfigError
 from ..hashing import hash_obj
+from ..model_config import lora_target_problem, module_names
 from .batches import Example, encode_records, left_pad, right_pad
 from .config import TrainConfig
 from .losses import chunked_divergence, masked_sequence_mean, skip_mask
@@ -137,14 +138,12 @@ def _lm_head(model):
 
 
 def _check_lora_targets(model, targets) -> None:
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    if "lm_head" in targets:
-        raise ConfigError("train.lora_targets: 'lm_head' is not supported (the teacher shares the output head)")
-    missing = [t for t in targets if t not in names]
-    if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise ConfigError(f"train.lora_targets: module '{missing[0]}' not in the model "
-                          f"(linear modules: {', '.join(linear)})")
+    """The loaded model's check: `harness run` and `harness train` check the targets against the
+    config's module tree before anything runs (`harness.model_config`); this one also covers
+    callers of `train()` and models whose config was not on the machine then."""
+    problem = lora_target_problem(targets, module_names(model))
+    if problem:
+        raise ConfigError(f"train.lora_targets: {problem}")
 
 
 def flops_estimate(n: int, student: float, teacher: float, rollout_prefill: float, generated: float, *,
