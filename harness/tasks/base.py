@@ -152,8 +152,8 @@ def stratified_subset(records: Sequence, limit: int | None, stratum: Callable[[A
     `sample="first"` takes them in file order. `"stratified"` spreads them across strata in
     proportion to each stratum's share (largest remainder, at least one per stratum while the limit
     allows), drawn with `seed` inside each stratum: a file grouped by stratum would otherwise give a
-    small limit only its first strata. This is tool use's `subset` with the stratum as a parameter
-    (tool use stratifies by API)."""
+    small limit only its first strata. Tool use's `subset` is this with the API as
+    the stratum."""
     records = list(records)
     if limit is None:
         return records

@@ -309,42 +309,9 @@ def subset(records: list[ToolUseRecord], limit: int | None, sample: str = "first
     remainder, at least one item per API while the limit allows), drawn with `seed` inside each API,
     and returned in file order. Stratifying matters because files are grouped by API: the first 16
     paper68 items cover 3 of its 10 APIs."""
-    if limit is None:
-        return records
-    if limit <= 0:
-        raise DataError(f"limit must be positive, got {limit}")
-    if sample == "first" or limit >= len(records):
-        return records[:limit]
-    if sample != "stratified":
-        raise DataError(f"unknown sample '{sample}' (first, stratified)")
-    import random
+    from .base import stratified_subset  # one implementation for every task (base imports this module)
 
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(records):
-        groups.setdefault(r.api, []).append(i)
-    apis = sorted(groups)
-    quota = {a: 0 for a in apis}
-    if limit >= len(apis):  # one per API first, then the rest by largest remainder of the proportional share
-        quota = {a: 1 for a in apis}
-        rest = limit - len(apis)
-        share = {a: rest * (len(groups[a]) - 1) / max(1, len(records) - len(apis)) for a in apis}
-    else:
-        rest = limit
-        share = {a: limit * len(groups[a]) / len(records) for a in apis}
-    for a in apis:
-        quota[a] += int(share[a])
-    left = limit - sum(quota.values())
-    for a in sorted(apis, key=lambda a: (-(share[a] - int(share[a])), a)):
-        if left <= 0:
-            break
-        if quota[a] < len(groups[a]):
-            quota[a] += 1
-            left -= 1
-    rng = random.Random(seed)
-    chosen: list[int] = []
-    for a in apis:
-        chosen += rng.sample(groups[a], min(quota[a], len(groups[a])))
-    return [records[i] for i in sorted(chosen)]
+    return stratified_subset(records, limit, lambda r: r.api, sample, seed)
 
 
 def as_dict(r: ToolUseRecord) -> dict[str, Any]:
