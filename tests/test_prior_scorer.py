@@ -118,31 +118,87 @@ def test_is_greedy_true_when_continuation_is_the_argmax(tiny_model):
         assert abs(lw - lg) <= TOL
 
 
-def test_one_forward_per_context(tiny_model, monkeypatch):
-    """Each distinct context is run once (plus one batched pass for its multi-token continuations
-    when its group fits the batch), and logits are projected only where they are read."""
+def _spy_model_calls(monkeypatch, model):
+    calls = []
+    real = type(model).forward
+
+    def spy(self, *a, **kw):
+        out = real(self, *a, **kw)
+        calls.append((tuple(kw["input_ids"].shape), tuple(out.logits.shape[:-1])))
+        return out
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    return calls
+
+
+CTX_A, CTX_B = list(range(10, 40)), list(range(50, 70))
+FORWARD_REQS = [(("a", "1"), CTX_A, [5, 6, 7]), (("a", "2"), CTX_A, [8]), (("a", "3"), CTX_A, [9, 10]),
+                (("b", "1"), CTX_B, [11]), (("b", "2"), CTX_B, [12]), (("a", "1 again"), CTX_A, [5, 6, 7])]
+
+
+def test_packed_contexts_share_one_forward(tiny_model, monkeypatch):
+    """Both contexts, each once with its distinct multi-token continuations, go through one
+    forward, and logits are projected only where they are read."""
+    model, tok = tiny_model
+    model.float().eval()
+    stock, ours = _lms(model, tok, 8)
+    want = stock._loglikelihood_tokens(FORWARD_REQS, disable_tqdm=True)
+    assert ours._packing_ok()
+    calls = _spy_model_calls(monkeypatch, model)
+    res = ours._loglikelihood_tokens(FORWARD_REQS, disable_tqdm=True)
+    assert res[5] == res[0]
+    # row a: 30 context + [5, 6] + [9]; row b: 20 context, padded to 33
+    # kept: a's last context position + 3 continuation positions, b's last context position
+    assert calls == [((2, 33), (5,))]
+    for (lw, gw), (lg, gg) in zip(want, res):
+        assert abs(lw - lg) <= TOL and gw == gg
+
+
+def test_packed_batches_respect_rows_and_tokens(tiny_model):
+    model, tok = tiny_model
+    _, ours = _lms(model, tok, 2)
+    reqs = [((str(g), "c"), [g + 3] * (10 * (g + 1)), [7, 8]) for g in range(5)]
+    groups = ours._group_by_context(reqs)
+    batches = list(ours._pack_batches(groups, reqs, rows=2, tokens_per_row=40))
+    widths = [[len(p) + 1 for p, _ in b] for b in batches]
+    # budget 2 x 40 = 80 padded tokens: 2 x 51 and 2 x 41 exceed it, 2 x 31 fits; at most 2 rows
+    assert widths == [[51], [41], [31, 21], [11]]
+    assert sorted(i for b in batches for _, m in b for i in m) == list(range(5))
+
+
+def test_group_by_group_fallback_without_packing(tiny_model, monkeypatch):
+    """A model that cannot take a custom 4D mask (flash attention, sliding windows) is scored one
+    context at a time from its KV cache: the context once, its multi-token continuations batched."""
     model, tok = tiny_model
     model.float().eval()
     _, ours = _lms(model, tok, 8)
-    calls = []
-    real = type(ours)._forward
-
-    def spy(self, input_ids, cache, keep, use_cache):
-        out = real(self, input_ids, cache, keep, use_cache)
-        calls.append((tuple(input_ids.shape), out.logits.shape[:-1]))
-        return out
-
-    monkeypatch.setattr(type(ours), "_forward", spy)
-    ctx_a, ctx_b = list(range(10, 40)), list(range(50, 70))
-    reqs = [(("a", "1"), ctx_a, [5, 6, 7]), (("a", "2"), ctx_a, [8]), (("a", "3"), ctx_a, [9, 10]),
-            (("b", "1"), ctx_b, [11]), (("b", "2"), ctx_b, [12]), (("a", "1 again"), ctx_a, [5, 6, 7])]
-    res = ours._loglikelihood_tokens(reqs, disable_tqdm=True)
+    monkeypatch.setattr(type(ours), "_packing_ok", lambda self: False)
+    calls = _spy_model_calls(monkeypatch, model)
+    res = ours._loglikelihood_tokens(FORWARD_REQS, disable_tqdm=True)
     assert res[5] == res[0]
     assert sorted(calls) == sorted([
         ((1, 30), (1, 1)),      # context a, last position only
         ((2, 2), (3,)),         # a's two distinct multi-token continuations: 2 + 1 real positions
         ((1, 20), (1, 1)),      # context b: single-token choices need nothing more
     ])
+
+
+def test_packing_matches_stock_with_eager_attention(tiny_model):
+    """Eager attention adds the mask to the scores: the packed mask is additive (0 / dtype min),
+    so eager and SDPA models score alike."""
+    model, tok = tiny_model
+    model.float().eval()
+    saved = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        stock, ours = _lms(model, tok, 4, max_length=48)
+        assert ours._packing_ok()
+        reqs = _requests(len(tok), 48)
+        for (lw, gw), (lg, gg) in zip(stock._loglikelihood_tokens(reqs, disable_tqdm=True),
+                                      ours._loglikelihood_tokens(reqs, disable_tqdm=True)):
+            assert abs(lw - lg) <= TOL and gw == gg
+    finally:
+        model.set_attn_implementation(saved)
 
 
 def test_rolling_loglikelihood_goes_to_stock(tiny_model):

@@ -46,7 +46,7 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-SCORER_ID = "shared-context-2"  # part of every prior evaluation key; bump when scores could change
+SCORER_ID = "shared-context-3"  # part of every prior evaluation key; bump when scores could change
 GEN_CHUNK = 64  # greedy generate_until prompts per decoder call (the decoder refills its slots from them)
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,132 @@ class SharedContextScoring:
         res: list[tuple[float, bool] | None] = [None] * len(requests)
         pbar = tqdm(total=len(requests), disable=(disable_tqdm or self.rank != 0),
                     desc="Running loglikelihood requests (shared context)")
-        for prefix, members in groups:
-            for i, answer in self._score_group(prefix, [requests[i][2] for i in members], members, rows):
+
+        def emit(scored):
+            for i, answer in scored:
                 res[i] = answer
                 if requests[i][0] is not None:
                     self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
                 pbar.update(1)
+
+        if self._packing_ok():
+            for batch in self._pack_batches(groups, requests, rows or 8):
+                emit(self._score_packed(batch, requests))
+        else:
+            for prefix, members in groups:
+                emit(self._score_group(prefix, [requests[i][2] for i in members], members, rows))
         pbar.close()
         return res  # type: ignore[return-value]
+
+    # ----- packed scoring: several contexts per forward, each with all its continuations ------
+    def _packing_ok(self) -> bool:
+        """Whether this model honours a custom 4D attention mask with explicit position ids:
+        transformers' eager and SDPA attention use such a mask as given; flash/flex kernels and
+        sliding-window layers build their own, so those models score group by group."""
+        if "position_ids" not in self._forward_params():
+            return False
+        cfg = self.model.config
+        impl = getattr(cfg, "_attn_implementation", None)
+        sliding = bool(getattr(cfg, "use_sliding_window", False)) or \
+            "sliding_attention" in (getattr(cfg, "layer_types", None) or ())
+        return impl in ("sdpa", "eager") and not sliding
+
+    @staticmethod
+    def _row_layout(prefix: list[int], conts: list[list[int]]) -> tuple[list[int], list[tuple[int, int]]]:
+        """One packed row for a context: the context, then every distinct multi-token
+        continuation minus its last token (token t predicts t+1). Returns the row and, per
+        continuation in `conts`, (start, segment) of its tokens in the row (start -1: single-token)."""
+        row, spans, seen = list(prefix), [], {}
+        for cont in conts:
+            if len(cont) == 1:
+                spans.append((-1, 0))
+                continue
+            key = tuple(cont)
+            if key not in seen:
+                seen[key] = (len(row), len(seen) + 1)
+                row += cont[:-1]
+            spans.append(seen[key])
+        return row, spans
+
+    def _pack_batches(self, groups, requests, rows: int, tokens_per_row: int = 512):
+        """Groups as packed rows, longest first, in batches of at most `rows` rows and at most
+        `rows * tokens_per_row` padded tokens (long rows go in smaller batches: the 4D mask grows
+        with the square of the width)."""
+        sized = sorted(((len(self._row_layout(prefix, [requests[i][2] for i in members])[0]), prefix, members)
+                        for prefix, members in groups), key=lambda t: -t[0])
+        batch, width = [], 0
+        for n, prefix, members in sized:
+            if batch and (len(batch) >= rows or max(width, n) * (len(batch) + 1) > rows * tokens_per_row):
+                yield batch
+                batch, width = [], 0
+            batch.append((prefix, members))
+            width = max(width, n)
+        if batch:
+            yield batch
+
+    def _score_packed(self, batch, requests):
+        """Score every request of several context groups in one forward.
+
+        Each group is one row: its context once, followed by its distinct multi-token
+        continuations. A 4D mask lets a continuation token see the context and its own earlier
+        tokens only, and position ids restart each continuation right after the context, so every
+        token sees exactly what it sees in stock `HFLM`'s row `context + continuation`. Logits are
+        projected only where they are read: the context's last position (every continuation's
+        first token) and each continuation's own positions."""
+        import torch
+        import torch.nn.functional as F
+
+        layouts = [self._row_layout(prefix, [requests[i][2] for i in members]) for prefix, members in batch]
+        width = max(len(row) for row, _ in layouts)
+        n = len(batch)
+        dtype = self.model.dtype if self.mixed_precision_dtype is None else self.mixed_precision_dtype
+        ids = torch.zeros((n, width), dtype=torch.long)
+        pos = torch.zeros((n, width), dtype=torch.long)
+        seg = torch.full((n, width), -1, dtype=torch.long)  # 0 context, k continuation k, -1 padding
+        keep = torch.zeros((n, width), dtype=torch.bool)
+        for r, ((prefix, members), (row, spans)) in enumerate(zip(batch, layouts)):
+            p = len(prefix)
+            ids[r, :len(row)] = torch.tensor(row)
+            pos[r, :p] = torch.arange(p)
+            seg[r, :p] = 0
+            keep[r, p - 1] = True
+            for (start, k), i in zip(spans, members):
+                if start >= 0 and seg[r, start] < 0:
+                    m = len(requests[i][2]) - 1
+                    pos[r, start:start + m] = torch.arange(p, p + m)
+                    seg[r, start:start + m] = k
+                    keep[r, start:start + m] = True
+        q, kk = seg[:, :, None], seg[:, None, :]
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        allowed = causal & ((kk == 0) | (kk == q)) & (q >= 0)
+        allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no empty softmax row
+        mask = torch.zeros((n, 1, width, width), dtype=dtype)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+        dev = self.device
+        with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=self.mixed_precision_dtype,
+                                             enabled=self.mixed_precision_dtype is not None):
+            logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                use_cache=False, logits_to_keep=keep.to(dev)).logits
+        if logits.shape[:-1] != (int(keep.sum()),):
+            raise RuntimeError(f"{type(self.model).__name__}: logits_to_keep as a boolean mask returned "
+                               f"shape {tuple(logits.shape)}; this scorer needs transformers' "
+                               "slice_logits_to_keep semantics")
+        lps = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+        index = torch.full((n, width), -1, dtype=torch.long)  # row position -> row of `lps`
+        index[keep] = torch.arange(int(keep.sum()))
+        for r, ((prefix, members), (row, spans)) in enumerate(zip(batch, layouts)):
+            last = lps[int(index[r, len(prefix) - 1])]
+            first_greedy = int(last.argmax())
+            for (start, _), i in zip(spans, members):
+                cont = requests[i][2]
+                total = last[cont[0]]
+                greedy = first_greedy == cont[0]
+                if start >= 0:
+                    part = lps[index[r, start:start + len(cont) - 1]]
+                    target = torch.tensor(cont[1:], dtype=torch.long, device=part.device)
+                    total = total + part.gather(1, target[:, None])[:, 0].sum()
+                    greedy = greedy and bool((part.argmax(dim=-1) == target).all())
+                yield i, (float(total), bool(greedy))
 
     def _group_by_context(self, requests: list[Request]) -> list[tuple[list[int], list[int]]]:
         """[(context ids as the model sees them, request indices)], longest work first (as HFLM:
