@@ -72,7 +72,7 @@ import math
 from typing import Any
 
 from .drift_probe import TASK as DRIFT_TASK
-from .paper import CLAIMS, PAPER_LABEL, table5_row
+from .paper import CLAIMS, PAPER_LABEL, table5_row, teacher_acc
 
 SUPPORTED = "supported"
 CONTRADICTED = "contradicted"
@@ -83,7 +83,7 @@ VERDICTS = (SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE, NOT_MEASURED)
 #: Default equivalence margins per claim id (fractions for pp claims, nats for drift); a suite's
 #: `claims.margins` overrides them. An interval inside ±margin answers "no difference larger than
 #: the margin", which is an answer, unlike "inconclusive".
-DEFAULT_MARGINS = {"b": 0.05, "c": 0.02, "c-drift": 0.01, "c-mc": 0.05}
+DEFAULT_MARGINS = {"b": 0.05, "c": 0.02, "c-drift": 0.01, "c-mc": 0.05, "c-retain": 0.05}
 COST_TOLERANCE = 1.5  # multiplicative band around the paper's cost ratios
 #: How the training loop counts FLOPs (harness/train/loop.py): shown wherever FLOPs are.
 FLOPS_ESTIMATE = ("FLOPs are an estimate, not a measurement: 2N per forward-only token (teacher prompt and "
@@ -188,15 +188,16 @@ def check_claims(results) -> list[dict]:
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
     # (a) teacher vs base
+    t_paper = teacher_acc(task)
     row = _row("a", f"teacher (demonstration in context) > base on {task}",
-               f"{pct(CLAIMS['teacher_tooluse_acc'])} vs {pct(p_base['task_acc']) if p_base else 'n/a'} "
-               f"({PAPER_LABEL})" if task == "tooluse" else f"teacher > base ({PAPER_LABEL}, tool use)",
+               f"{pct(t_paper)} vs {pct(p_base['task_acc']) if p_base else 'n/a'} ({PAPER_LABEL})"
+               if t_paper is not None else f"no paper number for the {task} teacher",
                "pp", sign_rule)
     if "teacher" in r.arms and "base" in r.arms and (c := r.paired("base", "teacher", task)):
         row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n"],
                    test=_test_name(c), verdict=sign_verdict(c["lo"], c["hi"]),
                    note=f"teacher {100 * c['value']:.1f}% vs base {100 * c['ref_value']:.1f}%")
-        eff = CLAIMS["teacher_tooluse_acc"] - p_base["task_acc"] if p_base and task == "tooluse" else None
+        eff = t_paper - p_base["task_acc"] if p_base and t_paper is not None else None
         _set_power(row, r, "base", "teacher", [task], eff, f"the paper's {100 * eff:.1f} pp" if eff else "")
     else:
         row["note"] = "needs base and teacher evaluated on the new task"

@@ -2,6 +2,7 @@
 
     harness models list
     harness eval tooluse --model qwen2.5-coder-0.5b-instruct --arms base,teacher --limit 10
+    harness eval science --model qwen2.5-coder-0.5b-instruct --arms base,teacher --limit 20 --sample stratified
     harness results show
 
 User errors (`HarnessError`) print one line and exit 2; `--debug` shows tracebacks.
@@ -187,37 +188,67 @@ def models_pull(alias: str = typer.Argument(..., help="Alias to install and mate
 
 
 # ----------------------------------------------------------------------------- eval
-@eval_app.command("tooluse")
-def eval_tooluse(
-    model: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="Alias, hub id, model folder or adapter folder."),
-    arms: str = typer.Option("base,teacher", help="Comma-separated arms: base (no demonstration), teacher (demonstration in context)."),
-    split: str = typer.Option("paper68", help="paper68, regen97, eval_real, eval_simulated, or a file path."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate the first N items only."),
-    max_new_tokens: int = typer.Option(1024, help="Generation budget (the paper uses 1024)."),
-    batch_size: int = typer.Option(8, help="Prompts per generate call (left padding)."),
-    dtype: str = typer.Option("auto", help="auto (bfloat16 on GPUs and on CPUs where a measured probe shows native bf16, else float32), float32, bfloat16, or bf16-autocast (fp32 weights, bf16 compute)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
-    backend: str = typer.Option("hf", help="hf (transformers, any device) or vllm (GPU; pip install -e '.[vllm]'; full models only, not adapter folders)."),
-    teacher_template: str = typer.Option("paper", help="'paper' (colon), 'code' (period), or a custom string with {prompt} and {demonstration}."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip records whose gold Action_Input is not JSON (listed in the run metadata) instead of failing."),
-    data_dir: Optional[str] = typer.Option(None, help="Data directory (default: $HARNESS_DATA_DIR or ../shared/datasets)."),
-    db: Optional[str] = typer.Option(None, help="Results store (default: $HARNESS_DB or results/harness.db)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
-    trust_remote_code: bool = typer.Option(False, help="Allow model repositories to run their own code."),
-):
-    """Evaluate base and/or teacher (demonstration in context) on ToolAlpaca, scored as the paper does."""
+def _eval_command(task_name: str):
+    """`harness eval <task>` for one registered task: the same options for every task, the task's
+    own defaults (split, generation budget)."""
+    from .tasks.registry import get_task
+
+    spec = get_task(task_name)
+    splits = ", ".join(spec.splits)
+
+    def command(
+        model: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="Alias, hub id, model folder or adapter folder."),
+        arms: str = typer.Option("base,teacher", help="Comma-separated arms: base (no demonstration), teacher (demonstration in context)."),
+        split: str = typer.Option(spec.default_eval_split, help=f"{splits}, or a file path."),
+        limit: Optional[int] = typer.Option(None, help="Evaluate N items only (the first N, or see --sample)."),
+        sample: str = typer.Option("first", help="Which --limit items: 'first' (file order) or 'stratified' (spread across the task's strata)."),
+        sample_seed: int = typer.Option(0, help="Draws the stratified sample."),
+        max_new_tokens: Optional[int] = typer.Option(None, help=f"Generation budget (default {spec.default_max_new_tokens}, the paper's)."),
+        batch_size: int = typer.Option(8, help="Prompts per generate call (left padding)."),
+        dtype: str = typer.Option("auto", help="auto (bfloat16 on GPUs and on CPUs where a measured probe shows native bf16, else float32), float32, bfloat16, or bf16-autocast (fp32 weights, bf16 compute)."),
+        device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+        backend: str = typer.Option("hf", help="hf (transformers, any device) or vllm (GPU; pip install -e '.[vllm]'; full models only, not adapter folders)."),
+        teacher_template: str = typer.Option("paper", help="'paper' (colon), 'code' (period), or a custom string with {prompt} and {demonstration}."),
+        demonstrations: Optional[str] = typer.Option(None, help="What the teacher is shown, where the task offers a choice (science: answer-only, output_text, or a file of {id|prompt, output_text} rows)."),
+        skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip invalid records (listed in the run metadata) instead of failing."),
+        data_dir: Optional[str] = typer.Option(None, help="Data directory (default: $HARNESS_DATA_DIR or ../shared/datasets)."),
+        db: Optional[str] = typer.Option(None, help="Results store (default: $HARNESS_DB or results/harness.db)."),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+        trust_remote_code: bool = typer.Option(False, help="Allow model repositories to run their own code."),
+    ):
+        _eval_task(task_name, model=model, arms=arms, split=split, limit=limit, sample=sample,
+                   sample_seed=sample_seed, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype,
+                   device=device, backend=backend, teacher_template=teacher_template, demonstrations=demonstrations,
+                   skip_invalid=skip_invalid, data_dir=data_dir, db=db, threads=threads,
+                   trust_remote_code=trust_remote_code)
+
+    command.__doc__ = f"Evaluate base and/or teacher (demonstration in context) on {spec.description}."
+    command.__name__ = f"eval_{task_name}"
+    return command
+
+
+def _eval_task(task_name: str, *, model: str, arms: str, split: str, limit: Optional[int], sample: str,
+               sample_seed: int, max_new_tokens: Optional[int], batch_size: int, dtype: str, device: str,
+               backend: str, teacher_template: str, demonstrations: Optional[str], skip_invalid: bool,
+               data_dir: Optional[str], db: Optional[str], threads: Optional[int], trust_remote_code: bool) -> None:
+    from .errors import ConfigError
     from .evaluate import EvalRequest, backend_factory, check_arms, check_backend, evaluate
     from .generation import GenerationSettings
     from .models import check_device, fingerprint
     from .paths import data_dir as resolve_data_dir
-    from .tasks import tooluse as tu
+    from .tasks.base import teacher_turn
+    from .tasks.registry import get_task
 
+    task = get_task(task_name)
     arm_list = check_arms(arms.split(","))
     dup = next((a for i, a in enumerate(arm_list) if a in arm_list[:i]), None)
     if dup:
         raise HarnessError(f"--arms: arm '{dup}' is listed twice")
     if limit is not None and limit <= 0:
         raise HarnessError(f"--limit must be positive, got {limit}")
+    if sample not in ("first", "stratified"):
+        raise HarnessError(f"--sample: unknown sample '{sample}' (first, stratified)")
+    max_new_tokens = task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
     if max_new_tokens <= 0:
         raise HarnessError(f"--max-new-tokens must be positive, got {max_new_tokens}")
     if batch_size <= 0:
@@ -226,19 +257,22 @@ def eval_tooluse(
 
     check_choice(dtype, "--dtype")
     if "teacher" in arm_list:
-        tu.teacher_prompt("", "", teacher_template)  # a bad template fails here, before anything is written
+        teacher_turn("", "", teacher_template)  # a bad template fails here, before anything is written
     check_backend(backend)
     if backend == "vllm" and device == "cpu":
         device = "cuda"  # vLLM runs on the GPU; the key and the run record say so
     check_device(device)
     prec = resolve_dtype(dtype, device)  # `auto` -> concrete, before any key is computed
     dtype = prec.dtype
-    path = tu.resolve_split(split, resolve_data_dir(data_dir))
-    loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
+    try:
+        loaded = task.load_split(split, resolve_data_dir(data_dir), skip_invalid=skip_invalid,
+                                 demonstrations=demonstrations)
+    except ConfigError as e:
+        raise HarnessError(f"--demonstrations: {e}" if demonstrations is not None else str(e)) from None
     factory = backend_factory(backend, model, dtype, device, batch_size, trust_remote_code)
     if limit is not None and limit > len(loaded.records):  # as a suite does: never a silent shortfall
         raise HarnessError(f"--limit {limit}: {loaded.path} holds only {len(loaded.records)} records")
-    records = tu.subset(loaded.records, limit)
+    records = task.subset(loaded.records, limit, sample, sample_seed)
     _check_threads(threads)
     if threads:
         import torch
@@ -247,40 +281,57 @@ def eval_tooluse(
     _check_model_loads(model, trust_remote_code)
     model_hash = fingerprint(model)  # no weights loaded unless something must be generated
     store = _store(db)
-    run_id = store.new_run("eval-tooluse", config={"model": model, "arms": arm_list, "split": split,
-                                                   "limit": limit, "max_new_tokens": max_new_tokens,
-                                                   "dtype": dtype, "device": device, "backend": backend,
-                                                   "teacher_template": teacher_template},
-                           meta={"data_path": loaded.path, "skipped": loaded.skipped,
-                                 "model_hash": model_hash, "precision": prec.to_dict()})
+    config = {"model": model, "arms": arm_list, "split": split, "limit": limit, "max_new_tokens": max_new_tokens,
+              "dtype": dtype, "device": device, "backend": backend, "teacher_template": teacher_template}
+    if sample != "first":
+        config |= {"sample": sample, "sample_seed": sample_seed}
+    if demonstrations is not None:
+        config["demonstrations"] = demonstrations
+    run_id = store.new_run(f"eval-{task.name}", config=config,
+                           meta={"data_path": loaded.path, "skipped": loaded.skipped, "model_hash": model_hash,
+                                 "precision": prec.to_dict(), "task": task.name, "demo_policy": loaded.demo_policy})
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    data_hash = task.records_hash(records)
     results = {}
     with store.failing_run(run_id), progress_bar() as prog:
         for arm in arm_list:
-            task = prog.add_task(f"{arm}", total=len(records))
-            req = EvalRequest(records, tu.records_hash(records), arm, settings, teacher_template, split, dtype,
-                              device=device, backend=backend)
+            bar = prog.add_task(f"{arm}", total=len(records))
+            req = EvalRequest(records, data_hash, arm, settings, teacher_template, split, dtype,
+                              device=device, backend=backend, task=task, demonstrations=demonstrations)
             res = evaluate(req, store, model_hash, model, factory,
-                           progress=lambda d, t, task=task: prog.update(task, completed=d, total=t))
+                           progress=lambda d, t, bar=bar: prog.update(bar, completed=d, total=t))
             store.link(run_id, res["eval_key"], arm)
             results[arm] = res
     store.finish_run(run_id)
-    t = Table(title=f"tool use · {model} · {Path(loaded.path).name} · n={len(records)} · "
+    t = Table(title=f"{task.name} · {model} · {Path(loaded.path).name} · n={len(records)} · "
                     f"max_new_tokens={max_new_tokens} · {dtype}")
-    for c in ("arm", "accuracy", "95% CI", "correct", "format valid", "action match", "arg F1",
+    diags = list(task.summary_diagnostics)
+    for c in ("arm", "accuracy", "95% CI", "correct", *[d.replace("_", " ") for d in diags],
               "tokens/s", "mean new tok", "wall-clock", "cached"):
         t.add_column(c, justify="right" if c != "arm" else "left")
     for arm, r in results.items():
         tps = r.get("tokens_per_s")
         t.add_row(arm, f"{r['accuracy']:.3f}", f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]",
-                  f"{r['correct']}/{r['n']}", f"{r['format_valid']:.2f}", f"{r['action_match']:.2f}",
-                  f"{r['arg_f1']:.2f}", f"{tps:.1f}" if tps else "-", f"{r['mean_new_tokens']:.0f}",
+                  f"{r['correct']}/{r['n']}", *[f"{r[d]:.2f}" for d in diags],
+                  f"{tps:.1f}" if tps else "-", f"{r['mean_new_tokens']:.0f}",
                   f"{r['wall_s']:.1f}s", "yes" if r["cached"] else "no")
     console.print(t)
     console.print(f"dtype {escape(prec.describe())}")
+    if "teacher" in arm_list:
+        console.print(f"demonstrations: {escape(loaded.demo_policy)}", highlight=False)
     if loaded.skipped:
         err_console.print(f"skipped {len(loaded.skipped)} invalid records (listed in run {run_id} metadata)")
     console.print(f"run {run_id} stored in {store.path}")
+
+
+def _register_eval_commands() -> None:
+    from .tasks.registry import TASKS
+
+    for name in TASKS:
+        eval_app.command(name)(_eval_command(name))
+
+
+_register_eval_commands()
 
 
 # ----------------------------------------------------------------------------- results
@@ -380,9 +431,10 @@ def data_check(split: str = typer.Argument("paper68", help="Split name or file p
 def train_cmd(
     method: str = typer.Option("sdft", help="sft or sdft."),
     model: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="Alias, hub id or model folder."),
-    task: str = typer.Option("tooluse", help="New task (tooluse)."),
-    split: str = typer.Option("eval_real", help="Training data: split name or file (the paper's train file when you have it)."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip records with invalid gold JSON (listed)."),
+    task: Optional[str] = typer.Option(None, help="New task: a registered task (tooluse, science); default tooluse."),
+    split: Optional[str] = typer.Option(None, help="Training data: split name or file (default: the task's training split; tool use: eval_real, science: train_pool)."),
+    demonstrations: Optional[str] = typer.Option(None, help="The SFT targets / teacher demonstrations, where the task offers a choice (science: answer-only, output_text, or a file)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip invalid records (listed) instead of failing."),
     limit: Optional[int] = typer.Option(None, help="Use the first N training records."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Checkpoints, logs and the final adapter/model."),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file with TrainConfig fields (flags override it)."),
@@ -406,15 +458,16 @@ def train_cmd(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
 ):
     """Train with SFT or SDFT on one shared loop; re-run the same command to resume."""
+    from .errors import ConfigError
     from .paths import data_dir as resolve_data_dir
-    from .tasks import tooluse as tu
+    from .tasks.registry import get_task
     from .train.config import TrainConfig
     from .train.loop import train
     from .suite import read_mapping
 
     _check_writable_dir(output_dir, "--output-dir")
-    if task != "tooluse":
-        raise HarnessError(f"--task: unknown task '{task}' (available: tooluse)")
+    if task is not None:
+        get_task(task, "--task")
     base = read_mapping(config) if config else {}
     if base:  # a typo in the file is reported against the file, not as if it were a flag
         from dataclasses import fields
@@ -425,7 +478,7 @@ def train_cmd(
     if limit is not None and limit <= 0:
         raise HarnessError(f"--limit must be positive, got {limit}")
     flags = {k: v for k, v in dict(
-        method=method, model=model, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr, epochs=epochs,
+        method=method, model=model, task=task, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, micro_batch_size=micro_batch_size, warmup_steps=warmup_steps,
         seed=seed, bf16=bf16, gradient_checkpointing=gradient_checkpointing,
         max_completion_tokens=max_completion_tokens, max_prompt_tokens=max_prompt_tokens, divergence=divergence,
@@ -454,9 +507,13 @@ def train_cmd(
         import torch
 
         torch.set_num_threads(threads)
-    path = tu.resolve_split(split, resolve_data_dir(data_dir))
-    loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)
-    records = tu.subset(loaded.records, limit)
+    task_spec = get_task(cfg.task)
+    try:
+        loaded = task_spec.load_split(split or task_spec.default_train_split, resolve_data_dir(data_dir),
+                                      skip_invalid=skip_invalid, demonstrations=demonstrations)
+    except ConfigError as e:
+        raise HarnessError(f"--demonstrations: {e}" if demonstrations is not None else str(e)) from None
+    records = task_spec.subset(loaded.records, limit)
     store = _LazyStore(db)  # the training checks run first; the store appears with the first step
     with progress_bar() as prog:
         task_id = prog.add_task(f"{cfg.method} steps", total=None)
@@ -465,7 +522,7 @@ def train_cmd(
             prog.update(task_id, completed=step, total=total,
                         description=f"{cfg.method} loss {row['loss']:.4f} drift {row['drift_kl']:.4f}")
 
-        res = train(cfg, records, output_dir, tu.records_hash(records), store=store, progress=cb,
+        res = train(cfg, records, output_dir, task_spec.records_hash(records), store=store, progress=cb,
                     data_source=loaded.path, skipped=loaded.skipped)
     t = Table(title=f"{cfg.method} · {cfg.model} · {res.steps} steps")
     for c in ("step", "loss", "divergence", "drift KL", "rollout len", "tokens/s", "step s", "lr"):
@@ -492,13 +549,17 @@ def run_cmd(
     reports: Path = typer.Option(Path("reports"), help="Where the report folder goes."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip rendering the report."),
 ):
-    """Run the whole train-and-compare loop of a suite (cached, resumable), then write the report."""
+    """Run the whole train-and-compare loop of a suite (cached, resumable), then write the report.
+    A suite with `stages:` trains its tasks in sequence (continual learning, `harness.sequential`)."""
     from .paths import results_db
     from .pipeline import SuiteRunner
+    from .sequential import is_sequential
 
     if not (dry_run or no_report):
         _check_writable_dir(reports, "--reports")
     overrides = {"model": model} if model else None
+    if suite.is_file() and is_sequential(suite):
+        return _run_sequential(suite, dry_run, overrides, data_dir, results_db(db), reports, no_report)
     with progress_bar() as prog:
         tasks: dict = {}
 
@@ -546,6 +607,79 @@ def run_cmd(
         paths = render(run_id, db=str(store.path), out_dir=str(reports))
         console.print(f"report: {paths.get('html')}  (markdown: {paths.get('markdown')})")
     console.print(f"run {run_id} finished in {wall:.1f}s; stored in {store.path}")
+
+
+def _progress_factory(prog):
+    tasks: dict = {}
+
+    def factory(label):
+        def cb(done, total):
+            if label not in tasks:
+                tasks[label] = prog.add_task(label, total=total)
+            prog.update(tasks[label], completed=done, total=total)
+        return cb
+    return factory
+
+
+def _run_sequential(suite: Path, dry_run: bool, overrides, data_dir, dbp, reports: Path, no_report: bool) -> None:
+    """`harness run` for a suite with `stages:`: plan or run, then the accuracy matrices and the
+    retention claim, then the report."""
+    import time as _t
+
+    from .sequential import SequentialRunner
+    from .store import Store
+
+    with progress_bar() as prog:
+        runner = SequentialRunner(suite, dbp, data_dir, log=lambda m: prog.console.print(f"[dim]{escape(m)}[/dim]"),
+                                  progress_factory=_progress_factory(prog), overrides=overrides)
+        if dry_run:  # reads the store if there is one, never creates or alters it
+            runner._store = Store.open_existing(dbp) if Path(dbp).exists() else Store(":memory:")
+            plan = runner.plan()
+        else:
+            t0 = _t.perf_counter()
+            run_id = runner.run()
+            wall = _t.perf_counter() - t0
+    if dry_run:
+        console.print("stages: " + " then ".join(s.name for s in runner.stages), highlight=False)
+        t = Table(title=f"plan for {suite} ({runner.suite.model})")
+        for c in ("point", "step", "status"):
+            t.add_column(c)
+        for r in plan:
+            t.add_row(r["point"], r["step"], "[green]cached[/green]" if r["cached"] else "[yellow]will run[/yellow]")
+        console.print(t)
+        console.print(f"{sum(not r['cached'] for r in plan)} of {len(plan)} steps will run")
+        console.print(f"dtype {escape(runner.precision.describe())}")
+        return
+    _print_sequential_summary(run_id, runner.store)
+    if not no_report:
+        from .report import render
+
+        paths = render(run_id, db=runner.store, out_dir=str(reports))
+        console.print(f"report: {paths.get('html')}  (markdown: {paths.get('markdown')})")
+    console.print(f"run {run_id} finished in {wall:.1f}s; stored in {runner.store.path}")
+
+
+def _print_sequential_summary(run_id: str, store) -> None:
+    """Per method, the accuracy matrix (tasks x stages, 95% CIs); then the retention claim."""
+    from . import claims as C
+    from .continual import BASE_STAGE, accuracy_matrix, retention_claim
+    from .continual import outcomes_from_run as outcomes
+
+    data = outcomes(run_id, store)
+    for m in data.methods:
+        A = accuracy_matrix(data, m)
+        t = Table(title=f"{m}: accuracy % [95% CI] on each task after each stage")
+        t.add_column("task")
+        for j in range(BASE_STAGE, data.T):
+            t.add_column("base" if j == BASE_STAGE else f"after {data.stage_label(j)}", justify="right")
+        for task in data.tasks:
+            t.add_row(task, *[_fmt_ci(A[(task, j)].acc, A[(task, j)].lo, A[(task, j)].hi)
+                              for j in range(BASE_STAGE, data.T)])
+        console.print(t)
+    if {"sft", "sdft"} <= set(data.methods):
+        row = retention_claim(data)
+        measured, ci = C.format_measured(row)
+        console.print(f"claim {row['id']}: {row['claim']}: {measured} {ci} -> {row['verdict']}", highlight=False)
 
 
 def _print_power(runner, target_mde: Optional[float] = None) -> None:

@@ -1,7 +1,9 @@
 """Text generation behind one small interface.
 
-Callers hand a backend chat-formatted prompts and get texts back; they never touch
-`model.generate` directly, so a vLLM backend (GPU machines) plugs in without changing callers.
+Callers hand a backend prompts and get texts back; they never touch `model.generate` directly, so a
+vLLM backend (GPU machines) plugs in without changing callers. A prompt is a string (one user turn)
+or a list of chat messages (a task's system message and user turn, `tasks.base.Messages`); both
+are rendered by `render_prompt`.
 
     backend = HFBackend(model, tokenizer, batch_size=8)
     outs = backend.generate(["Hello"], GenerationSettings(max_new_tokens=64))
@@ -22,7 +24,7 @@ class GenerationSettings:
     temperature: float = 0.0        # 0 = greedy (the paper's evaluation)
     top_p: float = 1.0
     seed: int = 0
-    chat_template: bool = True      # wrap each prompt as one user turn, no system message
+    chat_template: bool = True      # render prompts with the tokenizer's chat template (else plain text)
 
     def key(self) -> dict:
         return asdict(self)
@@ -30,10 +32,11 @@ class GenerationSettings:
 
 # Bump when a change to the decoding code can change what a given model generates (as moving greedy
 # decoding off `generate`, which applied a model's generation_config, did; see CHANGELOG.md).
-# Not bumped for `greedy_shared`: it computes each row's same per-token function as `greedy_pruned`, only
-# in other batch shapes (as a different batch size does), and is measured token-identical to it
-# (benchmarks/bench_decoder.py); bump it if that parity ever shows a changed output.
-DECODER_VERSION = 2
+# 3: `greedy_shared` (shared prefixes, slot refill). Row by row it computes the same function as
+# `greedy_pruned`, in other batch shapes; in float32 that kept outputs identical on the items
+# measured, but in bfloat16 15 of 68 paper68 base outputs changed at near-ties (top-2 logit margin
+# 0-0.25; benchmarks/bench_decoder.py), so its outputs are not reused for the old decoder's.
+DECODER_VERSION = 3
 
 
 def decoder_id(settings: GenerationSettings, backend: str = "hf") -> str:
@@ -56,8 +59,8 @@ class Generation:
 class Backend(Protocol):
     name: str
 
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[Generation]:
-        """Generate one completion per prompt, in the prompts' order."""
+    def generate(self, prompts: Sequence[str | list[dict]], settings: GenerationSettings) -> list[Generation]:
+        """Generate one completion per prompt (a string or chat messages), in the prompts' order."""
 
 
 def render_chat(tokenizer, prompt: str, use_template: bool = True) -> str:
@@ -70,6 +73,16 @@ def render_chat(tokenizer, prompt: str, use_template: bool = True) -> str:
         raise ModelError("the tokenizer has no chat template; pass chat_template=False for a base model")
     return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True)
+
+
+def render_prompt(tokenizer, prompt: str | list[dict], use_template: bool = True) -> str:
+    """A string prompt as `render_chat` renders it; chat messages as `tasks.base.render_messages`
+    does (which renders a single user turn identically, so the two forms never diverge)."""
+    if isinstance(prompt, str):
+        return render_chat(tokenizer, prompt, use_template)
+    from .tasks.base import render_messages
+
+    return render_messages(tokenizer, prompt, use_template)
 
 
 class HFBackend:
@@ -96,7 +109,7 @@ class HFBackend:
     def generate(self, prompts, settings):
         import torch
 
-        texts = [render_chat(self.tok, p, settings.chat_template) for p in prompts]
+        texts = [render_prompt(self.tok, p, settings.chat_template) for p in prompts]
         enc = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         out: list[Generation | None] = [None] * len(texts)
         device = next(self.model.parameters()).device
@@ -440,29 +453,3 @@ def _greedy_batches(model, prompts, max_new_tokens, eos_token_id, batch_size) ->
         for i, r in zip(idx, greedy_pruned(model, ids, mask, max_new_tokens, eos_token_id)):
             out[i] = r
     return out
-
-
-class VLLMBackend:
-    """vLLM generation for GPU machines (needs a model *path*; install `vllm` separately)."""
-
-    name = "vllm"
-
-    def __init__(self, model_path: str, tokenizer, **engine_kwargs):
-        try:
-            from vllm import LLM
-        except ImportError:
-            from .errors import ModelError
-
-            raise ModelError("backend 'vllm' requested but vllm is not installed (pip install vllm)") from None
-        self.llm = LLM(model=model_path, **engine_kwargs)
-        self.tok = tokenizer
-
-    def generate(self, prompts, settings):
-        from vllm import SamplingParams
-
-        texts = [render_chat(self.tok, p, settings.chat_template) for p in prompts]
-        sp = SamplingParams(max_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                            top_p=settings.top_p, seed=settings.seed)
-        res = self.llm.generate(texts, sp)
-        return [Generation(r.outputs[0].text, len(r.prompt_token_ids), len(r.outputs[0].token_ids))
-                for r in res]

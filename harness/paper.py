@@ -62,6 +62,15 @@ CLAIMS = {
 }
 
 
+#: The teacher's (demonstration in context) accuracy the paper's text states, per harness task; tool use only.
+TEACHER_ACC = {"tooluse": CLAIMS["teacher_tooluse_acc"]}
+
+
+def teacher_acc(task: str) -> float | None:
+    """The paper's teacher accuracy on `task` (a fraction), None where the paper states none."""
+    return TEACHER_ACC.get(task)
+
+
 def table5_row(task: str, arm: str) -> dict[str, float | None] | None:
     """The Table 5 row for a harness task ('tooluse', 'science', 'medical') and an arm or method
     name ('base', 'sft', 'sdft', 'dft', 'sft+re-invoke'), as fractions (None for empty cells);

@@ -4,8 +4,9 @@
     harness run suites/quick.yaml --dry-run  # print the plan: what is cached, what will run
 
 For each arm × seed × grid point: train (SFT or SDFT, one shared loop), evaluate on the new task's
-validation split (to pick the best point per arm and seed, the paper's protocol) and test split,
-and on the prior-capability suite. `base` and `teacher` are evaluated without training.
+(`task.name`: any task in `tasks.registry`) validation split (to pick the best point per arm and seed,
+the paper's protocol) and test split, and on the prior-capability suite. `base` and `teacher` are
+evaluated without training.
 
 Every artefact is keyed by content — a trained checkpoint by its training config, data and base
 weights; an evaluation by the weights, items and settings — so an unchanged suite recomputes
@@ -23,14 +24,15 @@ from typing import Any, Callable
 
 from .errors import ConfigError
 from .drift_probe import TASK as DRIFT_TASK
-from .evaluate import EvalRequest, eval_key as tooluse_eval_key, evaluate, hf_backend_factory
+from .evaluate import EvalRequest, eval_key as task_eval_key, evaluate, hf_backend_factory
 from .generation import GenerationSettings
 from .models import fingerprint
 from .paths import data_dir as resolve_data_dir
 from .precision import resolve_dtype
 from .store import Store
 from .suite import Suite, arm_configs, load_suite
-from .tasks import tooluse as tu
+from .tasks.base import LoadedSplit, Task, load_selection
+from .tasks.registry import get_task
 from .train.config import TrainConfig
 
 PAPER_MODEL = "Qwen2.5-7B-Instruct"
@@ -50,31 +52,33 @@ class Point:
 
 @dataclass
 class Data:
-    train: tu.LoadResult
-    test: tu.LoadResult
-    validation: tu.LoadResult | None
+    train: LoadedSplit
+    test: LoadedSplit
+    validation: LoadedSplit | None
 
 
-def _load_split(spec, data_dir: Path, where: str) -> tu.LoadResult:
-    path = tu.resolve_split(spec.split, data_dir)
-    loaded = tu.load_tooluse(path, skip_invalid=spec.skip_invalid)
-    records = loaded.records
-    if spec.exclude:
-        other = tu.load_tooluse(tu.resolve_split(spec.exclude, data_dir), skip_invalid=True)
-        drop = {r.prompt for r in other.records}
-        records = [r for r in records if r.prompt not in drop]
-        if not records:
-            raise ConfigError(f"{where}.exclude: removes every item of {spec.split}")
-    if spec.limit is not None and spec.limit > len(records):
-        raise ConfigError(f"{where}.limit: {spec.limit} is more than the {len(records)} items available")
-    records = tu.subset(records, spec.limit, spec.sample, spec.seed)
-    return tu.LoadResult(records, loaded.skipped, loaded.path, tu.records_hash(records))
+def load_split(task: Task, spec, data_dir: Path, where: str, demonstrations: str | None = None) -> LoadedSplit:
+    """One split selection of a suite (`tasks.base.load_selection`); a demonstrations policy the
+    task does not take is reported against `task.demonstrations`."""
+    try:
+        return load_selection(task, spec.split, data_dir, where=where, skip_invalid=spec.skip_invalid,
+                              exclude=spec.exclude, limit=spec.limit, sample=spec.sample, seed=spec.seed,
+                              demonstrations=demonstrations)
+    except ConfigError as e:
+        if demonstrations is not None and not str(e).startswith(where):
+            raise ConfigError(f"task.demonstrations: {e}") from None
+        raise
 
 
 def load_data(suite: Suite, data_dir: Path) -> Data:
     t = suite.task
-    return Data(_load_split(t.train, data_dir, "task.train"), _load_split(t.test, data_dir, "task.test"),
-                _load_split(t.validation, data_dir, "task.validation") if t.validation else None)
+    task = get_task(t.name, "task.name")
+
+    def load(spec, where):
+        return load_split(task, spec, data_dir, where, t.demonstrations)
+
+    return Data(load(t.train, "task.train"), load(t.test, "task.test"),
+                load(t.validation, "task.validation") if t.validation else None)
 
 
 def build_points(suite: Suite, data: Data, ckpt_root: Path) -> list[Point]:
@@ -107,6 +111,12 @@ def _setting_origin(suite: Suite, p: Point, key: str) -> str:
     return f"train.{key} (not set: the default {list(value) if isinstance(value, tuple) else value})"
 
 
+def _validation_key(entry: dict) -> str | None:
+    """The name of a point's validation evaluation in its `evals` (the task name + '-val', the only
+    name ending so: prior benchmarks and probes are 'prior/...' and 'probe/...'), or None."""
+    return next((k for k in entry["evals"] if k.endswith("-val")), None)
+
+
 def _trained(p: Point) -> bool:
     marker = p.checkpoint / "final" / "harness_train.json"
     return marker.is_file() and json.loads(marker.read_text()).get("key") == p.train_key
@@ -125,6 +135,7 @@ class SuiteRunner:
         self._store = db if isinstance(db, Store) else None
         self.db_path = Path(db.path) if isinstance(db, Store) else Path(db)
         self.data_dir = resolve_data_dir(data_dir)
+        self.task = get_task(self.suite.task.name, "task.name")
         self.data = load_data(self.suite, self.data_dir)
         self.points = build_points(self.suite, self.data, self.db_path.parent / "checkpoints")
         n_train = len(self.data.train.records)
@@ -171,12 +182,17 @@ class SuiteRunner:
     def spec_of(self, p: Point) -> str:
         return self.suite.model if p.cfg is None else str(p.checkpoint / "final")
 
-    def tooluse_request(self, p: Point, split: str) -> EvalRequest:
+    def eval_name(self, split: str) -> str:
+        """The key of an evaluation in a point's `evals`: the task name, '-val' for validation
+        (what `results` reads back through the run's `task`)."""
+        return self.task.name + ("" if split == "test" else "-val")
+
+    def task_request(self, p: Point, split: str) -> EvalRequest:
         d = self.data.test if split == "test" else self.data.validation
         arm = "teacher" if p.method == "teacher" else "base"
         return EvalRequest(d.records, d.data_hash, arm, self.settings, self.suite.task.teacher_template,
                            split=getattr(self.suite.task, split).split, dtype=self.suite.dtype,
-                           device=self.suite.device)
+                           device=self.suite.device, task=self.task, demonstrations=self.suite.task.demonstrations)
 
     # ------------------------------------------------------------------ plan
     def plan(self) -> list[dict]:
@@ -190,8 +206,8 @@ class SuiteRunner:
             mh = fingerprint(self.spec_of(p)) if trained_or_fixed else None
             splits = ["test"] + (["validation"] if self.data.validation is not None and p.cfg is not None else [])
             for split in splits:
-                cached = mh is not None and self.store.get_eval(tooluse_eval_key(self.tooluse_request(p, split), mh)) is not None
-                rows.append({"point": p.name, "step": f"tooluse {split}", "cached": cached})
+                cached = mh is not None and self.store.get_eval(task_eval_key(self.task_request(p, split), mh)) is not None
+                rows.append({"point": p.name, "step": f"{self.task.name} {split}", "cached": cached})
             if self.suite.prior is not None and p.method != "teacher":
                 rows.append({"point": p.name, "step": "prior suite",
                              "cached": mh is not None and self._prior_cached(p, mh)})
@@ -231,13 +247,13 @@ class SuiteRunner:
                     skipped=self.data.train.skipped)
         return res.totals | {"steps": res.steps, "cached": False}
 
-    def eval_tooluse(self, p: Point, split: str, run_id: str) -> dict:
+    def eval_task(self, p: Point, split: str, run_id: str) -> dict:
         spec = self.spec_of(p)
         mh = fingerprint(spec)
-        req = self.tooluse_request(p, split)
+        req = self.task_request(p, split)
         factory = hf_backend_factory(spec, self.suite.dtype, self.suite.device, self.suite.task.batch_size)
         label = p.name + ("" if split == "test" else f"#{split}")
-        cb = self._bar(f"tooluse {split} {p.name}")
+        cb = self._bar(f"{self.task.name} {split} {p.name}")
         res = evaluate(req, self.store, mh, spec, factory, progress=cb)
         self.store.link(run_id, res["eval_key"], label)
         return res
@@ -310,7 +326,8 @@ class SuiteRunner:
                 benchmarks.update(e.pop("benchmarks", {}))
             self.store.finish_run(run_id, meta={"points": meta_points, "benchmarks": benchmarks,
                                                 "model": self.suite.model, "paper_model": PAPER_MODEL,
-                                                "task": self.suite.task.name, "wall_s": time.perf_counter() - t0})
+                                                "task": self.task.name,
+                                                "demonstrations": self._demo_policies(), "wall_s": time.perf_counter() - t0})
         return run_id
 
     def precision_meta(self) -> dict:
@@ -319,6 +336,11 @@ class SuiteRunner:
         train = {p.name: f"{'on' if p.cfg.bf16 else 'off'}, {p.cfg.precision.describe()}" for p in self.points
                  if p.cfg is not None and p.cfg.precision is not None}
         return {"precision": self.precision.to_dict(), "train_precision": train}
+
+    def _demo_policies(self) -> dict[str, str]:
+        """Where each split's demonstrations came from (e.g. science's 'answer-only'), for every report."""
+        splits = {"train": self.data.train, "test": self.data.test, "validation": self.data.validation}
+        return {name: d.demo_policy for name, d in splits.items() if d is not None}
 
     def skipped_records(self) -> dict[str, list[dict]]:
         """Records that `skip_invalid: true` dropped, per split (file, record, problem): stored in
@@ -341,10 +363,10 @@ class SuiteRunner:
                                  "tokens_forwarded": totals.get("tokens_forwarded"), "flops": totals.get("flops"),
                                  "steps": totals.get("steps")}
                 if self.data.validation is not None:
-                    v = self.eval_tooluse(p, "validation", run_id)
-                    entry["evals"]["tooluse-val"] = v["eval_key"]
-            t = self.eval_tooluse(p, "test", run_id)
-            entry["evals"]["tooluse"] = t["eval_key"]
+                    v = self.eval_task(p, "validation", run_id)
+                    entry["evals"][self.eval_name("validation")] = v["eval_key"]
+            t = self.eval_task(p, "test", run_id)
+            entry["evals"][self.eval_name("test")] = t["eval_key"]
             if self.suite.prior is not None and p.method != "teacher":
                 for bench, r in self.eval_prior(p, run_id).items():
                     entry["evals"][f"prior/{bench}"] = r["eval_key"]
@@ -370,9 +392,9 @@ class SuiteRunner:
             if len(group) == 1:
                 best = group[0]
             elif (self.suite.selection.metric == "validation"
-                  and all("tooluse-val" in e["evals"] for e in group)):
+                  and all(_validation_key(e) for e in group)):
                 def acc(e):
-                    return self.store.get_eval(e["evals"]["tooluse-val"])["summary"]["accuracy"]
+                    return self.store.get_eval(e["evals"][_validation_key(e)])["summary"]["accuracy"]
                 best = max(group, key=acc)
             else:
                 best = None

@@ -33,7 +33,7 @@ from .hashing import hash_obj
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,              -- 'eval-tooluse', 'eval-prior', 'train', 'suite', 'gate'
+    kind TEXT NOT NULL,              -- 'eval-<task>' (eval-tooluse, eval-science), 'eval-prior', 'train', 'suite', 'gate'
     name TEXT,
     created REAL NOT NULL,
     finished REAL,
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     eval_key TEXT PRIMARY KEY,       -- content hash of model, data, arm, settings, decoder, scorer
-    task TEXT NOT NULL,              -- 'tooluse', 'prior/hellaswag', ...
+    task TEXT NOT NULL,              -- 'tooluse', 'science', 'prior/hellaswag', ...
     arm TEXT NOT NULL,               -- 'base', 'teacher', 'sft', ... or a benchmark variant
     model TEXT NOT NULL,             -- human-readable model spec
     model_hash TEXT NOT NULL,

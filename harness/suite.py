@@ -89,22 +89,43 @@ class _Strict(BaseModel):
 
 
 class SplitSpec(_Strict):
-    split: str                                  # split name (paper68, regen97, eval_real, ...) or file path
+    split: str                                  # the task's split name (paper68, eval507, ...) or file path
     limit: int | None = Field(None, gt=0)
-    sample: Literal["first", "stratified"] = "first"  # which `limit` items: file order, or spread across APIs
+    sample: Literal["first", "stratified"] = "first"  # which `limit` items: file order, or spread across the task's strata
     seed: int = 0                               # draws the stratified sample
     skip_invalid: bool = False
     exclude: str | None = None                  # drop items that also appear in this split (by item id)
 
 
 class TaskSpec(_Strict):
-    name: Literal["tooluse"] = "tooluse"
+    """The new task: any task in `tasks.registry` (its splits, prompts and scorer)."""
+    name: str = "tooluse"
     train: SplitSpec
     test: SplitSpec
     validation: SplitSpec | None = None
-    max_new_tokens: int = Field(1024, gt=0)
+    max_new_tokens: int | None = Field(None, gt=0)  # default: the task's own budget (tool use 1024, science 2048)
     teacher_template: str = "paper"
     batch_size: int = Field(8, gt=0)
+    demonstrations: str | None = None           # the task's demonstration policy or file (science: answer-only, ...)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v):
+        from .tasks.registry import get_task
+
+        try:
+            get_task(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _default_budget(self):
+        if self.max_new_tokens is None:
+            from .tasks.registry import get_task
+
+            self.max_new_tokens = get_task(self.name).default_max_new_tokens
+        return self
 
 
 class ArmSpec(_Strict):
@@ -167,7 +188,8 @@ class Suite(_Strict):
     # resolved to the concrete dtype before any key is computed
     dtype: Literal["auto", "float32", "bfloat16", "bf16-autocast", "float16"] = "auto"
     threads: int | None = Field(None, gt=0)
-    task: TaskSpec
+    task: TaskSpec | None = None                # one new task ...
+    stages: list[Any] | None = None             # ... or several in sequence (harness.stages; validated there)
     arms: dict[str, ArmSpec]
     seeds: list[int] = [0]
     train: dict[str, Any] = {}                  # TrainConfig defaults shared by every trained arm
@@ -182,6 +204,10 @@ class Suite(_Strict):
             raise ValueError("arms: at least one arm is required")
         if not self.seeds:
             raise ValueError("seeds: at least one seed is required")
+        if self.task is None and self.stages is None:
+            raise ValueError("task: required (or stages: for tasks learnt in sequence)")
+        if self.task is not None and self.stages is not None:
+            raise ValueError("stages: a suite has one new task (task:) or a sequence (stages:), not both")
         for name, arm in self.arms.items():
             method = arm.method or name
             if method not in BUILTIN_ARMS:
@@ -191,7 +217,8 @@ class Suite(_Strict):
             if method in ("base", "teacher") and (arm.train or arm.grid):
                 raise ValueError(f"arms.{name}: arm '{method}' is not trained; remove train/grid")
         trained = [a for a in self.arms.values() if a.method in ("sft", "sdft")]
-        if trained and self.selection.metric == "validation" and self.task.validation is None:
+        if (trained and self.task is not None and self.selection.metric == "validation"
+                and self.task.validation is None):
             if any(len(grid_points(a.grid)) > 1 for a in trained):
                 raise ValueError("task.validation: a grid needs a validation split to choose the best point "
                                  "(or set selection.metric: none)")
@@ -208,10 +235,13 @@ def arm_configs(suite: Suite, arm_name: str, seed: int) -> list[tuple[dict, Trai
     arm = suite.arms[arm_name]
     out = []
     for point in grid_points(arm.grid):
-        d = dict(suite.train) | dict(arm.train) | point | {"method": arm.method, "model": suite.model, "seed": seed}
+        d = dict(suite.train) | dict(arm.train) | point | {"method": arm.method, "model": suite.model, "seed": seed,
+                                                           "task": suite.task.name}
         # an error names the block the bad key was written in: the shared train, the arm's, or its grid
         origin = ({k: "train" for k in suite.train} | {k: f"arms.{arm_name}.train" for k in arm.train}
                   | {k: f"arms.{arm_name}.grid" for k in point})
+        if "task" in origin:
+            raise ConfigError(f"{origin['task']}.task: the task is set once, in task.name")
         try:
             out.append((point, TrainConfig.from_dict(d, where="train")))
         except ConfigError as e:
@@ -236,8 +266,10 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         raise ConfigError(f"{path}: {loc}: {msg}") from None
+    if suite.stages is not None:
+        _check_stages(suite, path)
     for name, arm in suite.arms.items():
-        if arm.method in ("sft", "sdft"):
+        if arm.method in ("sft", "sdft") and suite.stages is None:
             for k in arm.grid:
                 if k not in TrainConfig.__dataclass_fields__:
                     raise ConfigError(f"{path}: arms.{name}.grid.{k}: unknown training setting")
@@ -260,6 +292,32 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
             raise ConfigError(f"{path}: prior.suite: file not found: {suite.prior.suite}")
         suite.prior.suite = str(prior_file)
     return suite
+
+
+def _check_stages(suite: Suite, path: str | Path) -> None:
+    """Replace the raw `stages:` list by validated `StageSpec`s and check every (arm, seed, stage)
+    training point, so a sequential suite fails before anything runs, like a single-task one."""
+    from .stages import parse_stages, stage_config
+
+    try:
+        suite.stages = parse_stages(suite.stages)
+        for name, arm in suite.arms.items():
+            if arm.method not in ("sft", "sdft"):
+                continue
+            if arm.grid:
+                raise ConfigError(f"arms.{name}.grid: a sequential suite trains one point per arm and stage "
+                                  "(no selection between stages)")
+            if "task" in arm.train or "task" in suite.train:
+                raise ConfigError(f"{'arms.' + name + '.train' if 'task' in arm.train else 'train'}.task: "
+                                  "each stage sets its own task")
+            origin = {k: "train" for k in suite.train} | {k: f"arms.{name}.train" for k in arm.train}
+            for seed in suite.seeds:
+                shared = dict(suite.train) | dict(arm.train) | {"method": arm.method, "model": suite.model,
+                                                                "seed": seed}
+                for j, st in enumerate(suite.stages):
+                    stage_config(shared, st, j, origin)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def resolve_relative(ref: str, suite_path: str | Path) -> Path:

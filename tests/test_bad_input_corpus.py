@@ -31,6 +31,9 @@ GOOD_RECORD = {"prompt": "Your task is to answer the user's question using avail
                "name": "Axolotl", "description": "axolotl facts", "nl_documentation": "getRandomAxolotlImage: one image",
                "instruction": "Show me an axolotl", "golden_answer": [{"Action": "getRandomAxolotlImage", "Action_Input": "{}"}]}
 GATE = REPO / "suites" / "gate.yaml"
+SCIENCE_RECORD = {"prompt": [{"role": "system", "content": "Answer with <answer>X</answer>."},
+                             {"role": "user", "content": "Which is a noble gas?\n\nA: N2\nB: Ar\nC: O2\nD: H2"}],
+                  "answer": "B"}
 # A valid suite for the tiny model (the tests pass --model); each bad suite below changes one line.
 # It is spelled out here so that edits to suites/*.yaml cannot turn a case into a different one.
 GOOD_SUITE = f"""\
@@ -101,6 +104,10 @@ def _template(tmp_path_factory, tiny_model_dir) -> Path:
     _write(ws / "data/bad.json", good[:-5])
     _write(ws / "data/notlist.json", "42")
     _write(ws / "data/nofield.json", json.dumps([{k: v for k, v in GOOD_RECORD.items() if k != "golden_answer"}]))
+    _write(ws / "data/sci_good.jsonl", "\n".join(json.dumps(SCIENCE_RECORD) for _ in range(1)) + "\n")
+    _write(ws / "data/sci_noanswer.jsonl", json.dumps(SCIENCE_RECORD) + "\n"
+           + json.dumps({"prompt": SCIENCE_RECORD["prompt"]}) + "\n")
+    _write(ws / "data/sci_letter.jsonl", json.dumps(SCIENCE_RECORD | {"answer": "E"}) + "\n")
     # --- suites (ci-tiny.yaml variants)
     _write(ws / "s/dup.yaml", GOOD_SUITE + "seeds: [1]\n")
     _write(ws / "s/alias.yaml", _suite(**{"seeds: [0]": "seeds: &s [0]\nlaughs: [*s, *s]"}))
@@ -123,6 +130,16 @@ def _template(tmp_path_factory, tiny_model_dir) -> Path:
     _write(ws / "s/threads.yaml", _suite(**{"threads: 1": "threads: -1"}))
     _write(ws / "s/no_model.yaml", _suite(**{"model: tiny-model-folder-given-on-the-command-line": ""}))
     _write(ws / "s/bad_task.yaml", _suite(**{"  name: tooluse": "  name: summarise"}))
+    _write(ws / "s/task_in_train.yaml", _suite(**{"  warmup_steps: 0": "  warmup_steps: 0\n  task: science"}))
+    _write(ws / "s/tool_demos.yaml", _suite(**{"  batch_size: 3": "  batch_size: 3\n  demonstrations: answer-only"}))
+    sci = {"  name: tooluse": "  name: science", "train: {split: eval_real, skip_invalid: true, limit: 8}":
+           "train: {split: train_pool, limit: 8}", "test: {split: paper68, limit: 3}": "test: {split: eval507, limit: 3}"}
+    _write(ws / "s/sci_noanswer.yaml", _suite(**sci | {"test: {split: paper68, limit: 3}":
+                                                      "test: {split: data/sci_noanswer.jsonl}"}))
+    _write(ws / "s/sci_letter.yaml", _suite(**sci | {"test: {split: paper68, limit: 3}":
+                                                    "test: {split: data/sci_letter.jsonl}"}))
+    _write(ws / "s/sci_good.yaml", _suite(**sci))
+    _write(ws / "s/sci_demos.yaml", _suite(**sci | {"  batch_size: 3": "  batch_size: 3\n  demonstrations: nope.jsonl"}))
     _write(ws / "s/bad_max_new.yaml", _suite(**{"max_new_tokens: 8": "max_new_tokens: 0"}))
     _write(ws / "s/bad_method.yaml", _suite(**{"  sdft:\n    train: {max_completion_tokens: 8}":
                                               "  sdft:\n    train: {max_completion_tokens: -8}"}))
@@ -209,6 +226,8 @@ PRIOR = ["eval", "prior", *T, "--suite", str(PRIOR_QUICK), "--benchmarks", "hell
 TRAIN = ["train", *T, "--method", "sft", "-o", "{ws}/out", "--split", "{ws}/data/good.json"]
 RUN = ["run", "--dry-run", "--model", "{tiny}"]
 HDB = ["--db", "{ws}/h.db"]
+SCI = ["eval", "science", *T, "--arms", "base", "--limit", "1", "--max-new-tokens", "2"]
+SCI_TRAIN = ["train", *T, "--task", "science", "--method", "sft", "-o", "{ws}/out"]
 CASES = [
     # ---- usage errors (vendored click exceptions)
     ("usage-no-args", [], 2, "harness: missing command"),
@@ -258,6 +277,17 @@ CASES = [
     ("tool-bad-option", [*TOOL, "--modle", "x"], 2, "No such option: --modle"),
     ("tool-arms-twice", [*TOOL, "--arms", "base,base"], 2, "--arms: arm 'base' is listed twice"),
     ("tool-limit-over", [*TOOL, "--split", "{ws}/data/good.json", "--limit", "2"], 2, "--limit 2: "),
+    ("tool-demonstrations", [*TOOL, "--demonstrations", "answer-only"], 2,
+     "--demonstrations: tool use takes its demonstrations from the data file"),
+    # ---- eval science
+    ("sci-no-answer", [*SCI, "--split", "{ws}/data/sci_noanswer.jsonl"], 2,
+     "sci_noanswer.jsonl, record line 2, field 'answer': missing"),
+    ("sci-letter", [*SCI, "--split", "{ws}/data/sci_letter.jsonl"], 2,
+     "sci_letter.jsonl, record line 1, field 'answer': 'E' is not among the option letters A, B, C, D"),
+    ("sci-missing-file", [*SCI, "--split", "{ws}/data/nope.jsonl"], 2, "nope.jsonl: science data file not found"),
+    ("sci-demos-missing", [*SCI, "--demonstrations", "{ws}/nope.jsonl"], 2, "nope.jsonl: demonstrations file not found"),
+    ("sci-sample", [*SCI, "--sample", "random"], 2, "--sample: unknown sample 'random'"),
+    ("sci-limit-over", [*SCI, "--split", "{ws}/data/sci_good.jsonl", "--limit", "2"], 2, "--limit 2: "),
     # ---- eval prior
     ("prior-suite-missing", ["eval", "prior", *T, "--suite", "{ws}/nope.yaml"], 2, "nope.yaml"),
     ("prior-bench-typo", [*PRIOR, "--benchmarks", "hellaswag,mmlu_typo"], 2, "mmlu_typo"),
@@ -297,6 +327,12 @@ CASES = [
     ("train-config-missing", [*TRAIN, "--config", "{ws}/c/nope.yaml"], 2, "nope.yaml: file not found"),
     ("train-threads-neg", [*TRAIN, "--threads", "-1"], 2, "--threads must be positive"),
     ("train-task", [*TRAIN, "--task", "summarise"], 2, "--task: unknown task 'summarise'"),
+    ("train-sci-no-answer", [*SCI_TRAIN, "--split", "{ws}/data/sci_noanswer.jsonl"], 2,
+     "sci_noanswer.jsonl, record line 2, field 'answer': missing"),
+    ("train-sci-letter", [*SCI_TRAIN, "--split", "{ws}/data/sci_letter.jsonl"], 2,
+     "sci_letter.jsonl, record line 1, field 'answer': 'E' is not among the option letters"),
+    ("train-tool-demonstrations", [*TRAIN, "--demonstrations", "output_text"], 2,
+     "--demonstrations: tool use takes its demonstrations"),
     ("train-utf16", [*TRAIN, "--split", "{ws}/data/utf16.json"], 2, "utf16.json: tool-use data file is UTF-16"),
     ("train-latin1", [*TRAIN, "--split", "{ws}/data/latin1.json"], 2, "latin1.json: tool-use data file is not UTF-8"),
     ("train-limit-0", [*TRAIN, "--limit", "0"], 2, "--limit must be positive"),
@@ -331,7 +367,17 @@ CASES = [
     ("run-targets-str", [*RUN, "{ws}/s/targets_str.yaml"], 2, "train.lora_targets: expected a list of strings"),
     ("run-bad-dtype", [*RUN, "{ws}/s/bad_dtype.yaml"], 2, "dtype"),
     ("run-threads", [*RUN, "{ws}/s/threads.yaml"], 2, "threads"),
-    ("run-bad-task", [*RUN, "{ws}/s/bad_task.yaml"], 2, "name"),
+    ("run-bad-task", [*RUN, "{ws}/s/bad_task.yaml"], 2,
+     "bad_task.yaml: task.name: unknown task 'summarise' (known: science, tooluse)"),
+    ("run-task-in-train", [*RUN, "{ws}/s/task_in_train.yaml"], 2,
+     "task_in_train.yaml: train.task: the task is set once, in task.name"),
+    ("run-tool-demonstrations", [*RUN, "{ws}/s/tool_demos.yaml"], 2,
+     "task.demonstrations: tool use takes its demonstrations from the data file"),
+    ("run-sci-no-answer", [*RUN, "{ws}/s/sci_noanswer.yaml"], 2,
+     "sci_noanswer.jsonl, record line 2, field 'answer': missing"),
+    ("run-sci-letter", [*RUN, "{ws}/s/sci_letter.yaml"], 2,
+     "sci_letter.jsonl, record line 1, field 'answer': 'E' is not among the option letters A, B, C, D"),
+    ("run-sci-demos", [*RUN, "{ws}/s/sci_demos.yaml"], 2, "nope.jsonl: demonstrations file not found"),
     ("run-max-new", [*RUN, "{ws}/s/bad_max_new.yaml"], 2, "max_new_tokens"),
     ("run-sdft-train", [*RUN, "{ws}/s/bad_method.yaml"], 2, "max_completion_tokens"),
     ("run-lora-arm", [*RUN, "{ws}/s/lora_arm.yaml"], 2,
@@ -450,7 +496,7 @@ CASES = [
 def test_the_corpus_is_large_and_covers_every_verb():
     verbs = {" ".join(a for a in argv[:2] if not a.startswith("-") and "{" not in a and "/" not in a)
              for _, argv, _, _ in CASES if argv}
-    for v in ("run", "plan", "eval tooluse", "eval prior", "train", "report", "claims", "results show",
+    for v in ("run", "plan", "eval tooluse", "eval science", "eval prior", "train", "report", "claims", "results show",
               "results export", "results baseline", "gate", "models pull", "data check"):
         assert any(x.startswith(v) for x in verbs), v
     assert len(CASES) >= 100 and len({c[0] for c in CASES}) == len(CASES)
@@ -484,6 +530,8 @@ CONTROLS = [
     ("run-dry-run-prior-metrics", [*RUN, "{ws}/s/prior_ok.yaml"], "steps will run"),
     ("data-check", ["data", "check", "{ws}/data/good.json"], "1 records"),
     ("eval-tooluse", [*TOOL, "--split", "{ws}/data/good.json", "--db", "{ws}/new.db"], "stored in"),
+    ("eval-science", [*SCI, "--split", "{ws}/data/sci_good.jsonl", "--db", "{ws}/new.db"], "stored in"),
+    ("run-dry-run-science", [*RUN, "{ws}/s/sci_good.yaml"], "steps will run"),
     ("results-show", ["results", "show", "evalrun_1", *HDB], "evalrun_1"),
 ]
 

@@ -181,7 +181,7 @@ def test_a_suite_run_keys_everything_by_the_resolved_dtype(probe, tmp_path, env,
     runner = SuiteRunner(_suite(tmp_path), env["db"], overrides={"model": env["model"]})
     assert runner.suite.dtype == "bfloat16" and runner.precision.requested == "auto"
     base = next(p for p in runner.points if p.method == "base")
-    req = runner.tooluse_request(base, "test")
+    req = runner.task_request(base, "test")
     assert req.dtype == "bfloat16"
     assert runner.prior_model_hash(env["model"]) == hash_obj([fingerprint(env["model"]), "bfloat16", "merged-adapter"])
     assert all(p.cfg.bf16 is True for p in runner.points if p.cfg is not None)
@@ -192,7 +192,7 @@ def test_a_suite_run_keys_everything_by_the_resolved_dtype(probe, tmp_path, env,
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "slow-cache"))
     probe["speeds"] = SLOW
     slow = SuiteRunner(_suite(tmp_path), env["db"], overrides={"model": env["model"]})
-    slow_req = slow.tooluse_request(next(p for p in slow.points if p.method == "base"), "test")
+    slow_req = slow.task_request(next(p for p in slow.points if p.method == "base"), "test")
     assert slow.suite.dtype == "float32" and eval_key(slow_req, "mh") != eval_key(req, "mh")
     assert {p.train_key for p in slow.points if p.cfg}.isdisjoint({p.train_key for p in runner.points if p.cfg})
     # an explicit float32 is honoured on the fast machine

@@ -303,14 +303,3 @@ def test_generic_stratified_subset_equals_tooluse_subset(data_dir, limit, seed):
     expected = tu.subset(recs, limit, "stratified", seed)
     assert stratified_subset(recs, limit, lambda r: r.api, "stratified", seed) == expected
     assert get_task("tooluse").subset(recs, limit, "stratified", seed) == expected
-
-
-def test_load_selection_equals_the_pipelines_tooluse_split(data_dir):
-    from harness.pipeline import _load_split
-    from harness.suite import SplitSpec
-
-    spec = SplitSpec(split="regen97", exclude="paper68", limit=12, sample="stratified", seed=1)
-    ref = _load_split(spec, data_dir, "task.test")
-    got = load_selection(get_task("tooluse"), "regen97", data_dir, where="task.test", exclude="paper68",
-                         limit=12, sample="stratified", seed=1)
-    assert (got.records, got.skipped, got.path, got.data_hash) == (ref.records, ref.skipped, ref.path, ref.data_hash)

@@ -23,7 +23,7 @@ from ..models import fingerprint
 from ..paths import data_dir as resolve_data_dir
 from ..precision import DTYPES
 from ..store import Store
-from ..tasks import tooluse as tu
+from ..tasks.registry import TASKS, get_task
 from .outcomes import OutcomeSet
 
 
@@ -63,25 +63,28 @@ def _baseline_dtype(name: str, baseline: OutcomeSet, store: Store) -> str:
                       "metric of the baseline file")
 
 
-def _tooluse_scores(spec: str, name: str, items: list[str], st: dict, arm: str | None, baseline: OutcomeSet,
-                    store: Store) -> dict:
-    """The checkpoint's tool-use scores on `items`, generated (or fetched from the cache) with the
-    baseline's split, generation settings, template, dtype and, where CUDA exists, device."""
+def _task_scores(spec: str, name: str, items: list[str], st: dict, arm: str | None, baseline: OutcomeSet,
+                 store: Store) -> dict:
+    """The checkpoint's scores on new task `name` (a registered task) on `items`, generated (or
+    fetched from the cache) with the baseline's split, demonstrations, generation settings,
+    template, dtype and, where CUDA exists, device."""
+    task = get_task(name)
     if arm == "teacher":
-        raise ConfigError(f"{baseline.source}: metrics.tooluse is the teacher arm (demonstration in "
+        raise ConfigError(f"{baseline.source}: metrics.{name} is the teacher arm (demonstration in "
                           "context); a checkpoint is measured as a student, so gate against a base-arm "
                           "baseline")
-    split = st.get("split", "paper68")
-    path = tu.resolve_split(split, resolve_data_dir(None))
-    loaded = tu.load_tooluse(path, skip_invalid=True)
+    split = st.get("split", task.default_eval_split)
+    loaded = task.load_split(split, resolve_data_dir(None), skip_invalid=True,
+                             demonstrations=st.get("demonstrations"))
+    path = loaded.path
     by_id = {r.item_id: r for r in loaded.records}
     missing = [i for i in items if i not in by_id]
     if missing:
-        raise ConfigError(f"metric 'tooluse': baseline item {missing[0]!r} is not in {path}")
+        raise ConfigError(f"metric {name!r}: baseline item {missing[0]!r} is not in {path}")
     ids = [str(i) for i in st.get("items", items)]
     absent = sorted(set(items) - set(ids))
     if absent:
-        raise ConfigError(f"{baseline.source}: metrics.tooluse: item {absent[0]!r} is not among the items "
+        raise ConfigError(f"{baseline.source}: metrics.{name}: item {absent[0]!r} is not among the items "
                           "its recorded settings list")
     recs = [by_id[i] for i in ids if i in by_id]
     gen = GenerationSettings(**st["generation"])
@@ -89,12 +92,12 @@ def _tooluse_scores(spec: str, name: str, items: list[str], st: dict, arm: str |
         raise ConfigError(f"metric {name!r}: the baseline was generated with {st['decoder']}; the gate "
                           "generates with transformers (hf), so re-measure the baseline with --backend hf")
     if "dtype" not in st:
-        raise ConfigError(f"{baseline.source}: metrics.tooluse: the baseline's settings record no dtype")
+        raise ConfigError(f"{baseline.source}: metrics.{name}: the baseline's settings record no dtype")
     import torch
 
     device = st.get("device", "cpu") if torch.cuda.is_available() else "cpu"
-    req = EvalRequest(recs, tu.records_hash(recs), "base", gen, st.get("teacher_template", "paper"),
-                      split, st["dtype"], device=device)
+    req = EvalRequest(recs, task.records_hash(recs), "base", gen, st.get("teacher_template", "paper"),
+                      split, st["dtype"], device=device, task=task, demonstrations=st.get("demonstrations"))
     res = evaluate(req, store, fingerprint(spec), spec, hf_backend_factory(spec, req.dtype, req.device, 8))
     scores = {r["item_id"]: r["score"] for r in store.examples(res["eval_key"])}
     return {"task": name, "metric": "accuracy", "items": {i: scores[i] for i in items}}
@@ -145,8 +148,8 @@ def evaluate_candidate(spec: str, metrics: Any, store: Store | None, baseline: O
     for name in metrics:
         items = list(metrics[name])
         st, arm = _baseline_measurement(name, baseline, store)
-        if name == "tooluse":
-            out[name] = _tooluse_scores(spec, name, items, st, arm, baseline, store)
+        if name in TASKS:
+            out[name] = _task_scores(spec, name, items, st, arm, baseline, store)
         elif name.startswith("prior/") or name.startswith("mc/"):
             key = (st.get("suite"), st.get("limit"), _baseline_dtype(name, baseline, store))
             prior_by_ref.setdefault(key, []).append((name, name.split("/")[1], items))

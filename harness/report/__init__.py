@@ -197,6 +197,15 @@ def sections(r: Results, data: dict) -> list[Section]:
     return out
 
 
+def demo_policies(meta: dict) -> str:
+    """Where the run's demonstrations came from, per split (science's offline default is
+    'answer-only': its teacher is shown the gold letter, which measures copying, not reasoning)."""
+    pol = meta.get("demonstrations") or {}
+    if len(set(pol.values())) == 1:
+        return next(iter(pol.values()))
+    return ", ".join(f"{split} {p}" for split, p in pol.items())
+
+
 def build_context(r: Results) -> dict:
     """Everything the templates need: the title, the run's header fields, the sections, the verdict
     classes, and the figures' PNG bytes by key (the ones the run could draw, in page order)."""
@@ -205,7 +214,8 @@ def build_context(r: Results) -> dict:
     run = {"run_id": r.run_id, "status": r.status, "suite": str(m.get("suite", r.name)),
            "model": str(m.get("model", "?")), "paper_model": str(m.get("paper_model", PAPER_MODEL)),
            "task": r.task, "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
-           "wall": secs(m.get("wall_s")), "dtype": describe_run(r.config, m)}
+           "wall": secs(m.get("wall_s")), "dtype": describe_run(r.config, m),
+           "demonstrations": demo_policies(m)}
     return {"title": f"SFT vs SDFT forgetting report · {r.name or r.run_id}", "run": run,
             "sections": sections(r, data), "verdict_class": VERDICT_CLASS,
             "figures": {k: v for k, v in data["figs"].items() if v is not None}}
@@ -248,16 +258,38 @@ def render(run: str | Results, db: Any = None, out_dir: str | os.PathLike = "rep
     {"dir", "html", "markdown", "figures": {name: path}} (Paths). A missing store or run raises
     `StoreError` before anything is written; the directory appears complete or not at all.
     """
+    if not isinstance(run, Results):
+        seq = _sequential_context(run, db)
+        if seq is not None:
+            return write_report(*seq, out_dir)
     r = run if isinstance(run, Results) else load(run, db, n_boot=n_boot)
-    ctx = build_context(r)
+    return write_report(build_context(r), r.run_id, out_dir)
+
+
+def _sequential_context(run: str, db: Any) -> tuple[dict, str] | None:
+    """The context of a sequential (continual-learning) run, or None for a single-task run."""
+    from ..results import _open_store as open_store
+    from ..continual import RUN_KIND as KIND, outcomes_from_run as outcomes
+    from .sequential import build_context as sequential_context
+
+    store = open_store(db)
+    info = store.get_run(run)
+    if (info.get("meta") or {}).get("kind") != KIND:
+        return None
+    return sequential_context(info, outcomes(info["run_id"], store), demo_policies(info["meta"])), info["run_id"]
+
+
+def write_report(ctx: dict, run_id: str, out_dir: str | os.PathLike) -> dict:
+    """Render `ctx` through the templates into `<out_dir>/<run_id>/`, atomically: the folder is
+    built beside the target and renamed into place, so it is complete or absent."""
     html_doc = TEMPLATES.get_template("report.html").render(ctx)
     md = TEMPLATES.get_template("summary.md").render(ctx)
     fig_files = {k: f"figures/{k}.png" for k in ctx["figures"]}
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / r.run_id
-    tmp = out_dir / f".{r.run_id}.tmp-{uuid.uuid4().hex[:8]}"
+    final = out_dir / run_id
+    tmp = out_dir / f".{run_id}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         (tmp / "figures").mkdir(parents=True)
         for k, rel in fig_files.items():
@@ -266,7 +298,7 @@ def render(run: str | Results, db: Any = None, out_dir: str | os.PathLike = "rep
         (tmp / "summary.md").write_text(md, encoding="utf-8")
         old = None
         if final.exists():
-            old = out_dir / f".{r.run_id}.old-{uuid.uuid4().hex[:8]}"
+            old = out_dir / f".{run_id}.old-{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
         os.rename(tmp, final)
         if old is not None:

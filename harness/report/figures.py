@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import claims as C
 from ..formatting import missing as _nan
-from ..paper import BENCHMARK_TITLES, PAPER_LABEL, table5_row
+from ..paper import BENCHMARK_TITLES, PAPER_LABEL, table5_row, teacher_acc
 from ..results import BASE, TEACHER, Results
 
 PALETTE = {"base": "#555555", "teacher": "#7b3294", "sft": "#e66101", "sdft": "#1f78b4"}
@@ -268,8 +268,8 @@ def fig_ceiling(r: Results, nt: pd.DataFrame) -> bytes | None:
             ax.text(xi, 2, f"{v:.1f}%", ha="center", va="bottom", fontsize=8, color="white", fontweight="bold")
     py = []
     for a in nt["arm"]:
-        if a == TEACHER and r.task == "tooluse":
-            py.append(100.0)
+        if a == TEACHER and teacher_acc(r.task) is not None:
+            py.append(100 * teacher_acc(r.task))
         else:
             row = table5_row(r.task, a)
             py.append(100 * row["task_acc"] if row and row.get("task_acc") is not None else np.nan)

@@ -209,7 +209,7 @@ def flip_tables(r: Results) -> list[Table]:
             cells.append(f"{int(row['right_to_wrong'])} / {int(row['wrong_to_right'])} ({int(row['net']):+d})")
         t.add([bench_title(task) if task.startswith("prior/") else task, n, *cells])
     out.append(t)
-    for task, label in (("prior/mmlu", "MMLU subjects"), (r.task, f"{r.task} groups (API)")):
+    for task, label in (("prior/mmlu", "MMLU subjects"), (r.task, f"{r.task} groups")):
         per = []
         for a in arms:
             f = flips[a]

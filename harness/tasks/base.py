@@ -78,7 +78,10 @@ class Task(Protocol):
 
     name: str
     version: str
+    description: str                    # one line for help texts and report titles
     splits: Mapping[str, str]           # short split name -> path relative to the data dir
+    default_eval_split: str             # what `harness eval <task>` evaluates unless told otherwise
+    default_train_split: str            # what `harness train --task <task>` trains on unless told otherwise
     default_max_new_tokens: int         # the paper's generation budget for this task
     summary_diagnostics: tuple[str, ...]  # diagnostics whose means an evaluation summary reports
 

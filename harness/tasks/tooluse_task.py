@@ -17,7 +17,10 @@ from .tooluse_scorer import score as score_output
 class ToolUseTask:
     name = "tooluse"
     version = SCORER_VERSION
+    description = "tool use (ToolAlpaca API calls, scored as the paper does)"
     splits = tu.SPLITS
+    default_eval_split = "paper68"
+    default_train_split = "eval_real"
     default_max_new_tokens = 1024
     summary_diagnostics = ("format_valid", "action_match", "arg_f1")
 

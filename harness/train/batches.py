@@ -1,7 +1,8 @@
-"""Turn tool-use records into token ids for training, with no silent truncation.
+"""Turn a task's records into token ids for training, with no silent truncation.
 
-The chat rendering is the one evaluation uses (`generation.render_chat`), so a model is trained
-on exactly the prompt format it is later scored on.
+Prompts and the SFT target come from the task (`tasks.base.Task`) and are rendered as evaluation
+renders them (`tasks.base.render_messages`), so a model is trained on exactly the prompt format it
+is later scored on.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, DataError
-from ..generation import render_chat
-from ..tasks import tooluse as tu
+from ..tasks.base import Task, render_messages
+from ..tasks.registry import get_task
 
 
 @dataclass
@@ -23,9 +24,12 @@ class Example:
     demo_ids: list[int]         # demonstration + end-of-turn, the SFT target
 
 
-def encode_records(records: list[tu.ToolUseRecord], tok, max_prompt_tokens: int, max_completion_tokens: int,
+def encode_records(records: list, tok, max_prompt_tokens: int, max_completion_tokens: int,
                    method: str, teacher_template: str = "paper", truncate_teacher: bool = False,
-                   source: str = "data") -> list[Example]:
+                   source: str = "data", task: str | Task = "tooluse") -> list[Example]:
+    """One `Example` per record of `task` (a registered name or the task); a prompt longer than
+    `max_prompt_tokens` or an SFT target longer than `max_completion_tokens` is a DataError."""
+    task = get_task(task) if isinstance(task, str) else task
     if method == "sdft" and not any(r.demonstration for r in records):
         raise ConfigError(f"{source}: no record has a demonstration; SDFT needs one per prompt")
     out = []
@@ -33,10 +37,10 @@ def encode_records(records: list[tu.ToolUseRecord], tok, max_prompt_tokens: int,
     for i, r in enumerate(records):
         if not r.demonstration:
             raise DataError.at(source, r.item_id, "demonstration", "empty (SFT and SDFT need demonstrations)")
-        s = tok(render_chat(tok, r.prompt), add_special_tokens=False)["input_ids"]
-        t = tok(render_chat(tok, tu.teacher_prompt(r.prompt, r.demonstration, teacher_template)),
+        s = tok(render_messages(tok, task.student_prompt(r)), add_special_tokens=False)["input_ids"]
+        t = tok(render_messages(tok, task.teacher_prompt(r, template=teacher_template)),
                 add_special_tokens=False)["input_ids"]
-        d = tok(r.demonstration + eos, add_special_tokens=False)["input_ids"]
+        d = tok(task.sft_target(r) + eos, add_special_tokens=False)["input_ids"]
         if len(s) > max_prompt_tokens:
             raise DataError.at(source, r.item_id, "prompt",
                                f"{len(s)} tokens > max_prompt_tokens={max_prompt_tokens}")

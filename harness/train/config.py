@@ -20,6 +20,8 @@ METHODS = ("sft", "sdft")
 # dropped); before it, `generate` with the model's generation_config (no id in the key).
 ROLLOUT_SAMPLER = "sample_pruned/1"
 TEACHERS = ("ema", "frozen", "live")
+# The task every training run encoded before `task` was a setting: its keys leave the setting out.
+DEFAULT_TASK = "tooluse"
 
 
 @dataclass
@@ -28,6 +30,7 @@ class TrainConfig:
 
     method: str = "sdft"                 # 'sft' or 'sdft'
     model: str = "qwen2.5-coder-0.5b-instruct"  # alias, hub id or folder
+    task: str = DEFAULT_TASK             # the registered task whose prompts the records are encoded with
     # --- parameterisation
     lora: bool = True                    # LoRA adapter (peft) or full fine-tuning
     lora_r: int = 16
@@ -126,6 +129,9 @@ class TrainConfig:
         def bad(key, msg):
             raise ConfigError(f"train.{key}: {msg}")
 
+        from ..tasks.registry import get_task
+
+        get_task(self.task, "train.task")
         if self.method not in METHODS:
             bad("method", f"unknown method '{self.method}' (choose {', '.join(METHODS)})")
         if self.divergence not in DIVERGENCES:
@@ -187,6 +193,14 @@ class TrainConfig:
             d.pop(k)
         if d["top_k"] is None:  # off: the same samples as before the setting existed, so the same key
             d.pop("top_k")
+        # The default task's keys stay as they were before the setting existed. Any other task's
+        # version enters the key (its prompts shape the trained weights; the data hash does not cover them).
+        if d["task"] == DEFAULT_TASK:
+            d.pop("task")
+        else:
+            from ..tasks.registry import get_task
+
+            d["task"] = f"{self.task}@{get_task(self.task).version}"
         if self.method == "sdft":
             d["rollout_sampler"] = ROLLOUT_SAMPLER
         return hash_obj({"config": d, "data": data_hash, "model": model_hash}, n=20)

@@ -22,7 +22,10 @@ VERSION = "science-1/" + scorer.SCORER_VERSION
 class ScienceTask:
     name = "science"
     version = VERSION
+    description = "Science Q&A (SciKnowEval Chemistry L-3, four-option multiple choice, scored as the authors do)"
     splits = data.SPLITS
+    default_eval_split = "eval507"
+    default_train_split = "train_pool"
     default_max_new_tokens = 2048
     summary_diagnostics = ("format_valid", "valid_letter", "has_reasoning")
 

@@ -1,0 +1,278 @@
+"""`harness run` for a suite with `stages:`: continual learning, one task after another.
+
+    harness run suites/sequential-quick.yaml            # tool use, then science; SFT and SDFT
+    harness run suites/sequential-quick.yaml --dry-run  # the plan: what is cached, what will run
+
+For each trained arm (SFT, SDFT) and seed, stage j trains its task starting from stage j-1's
+weights (stage 0 from the base model), with the arm's shared settings plus the stage's
+`train_overrides`. After every stage, every task of the sequence is evaluated on its test split
+(the columns of the accuracy matrix, `harness.continual`); the base model is evaluated once on
+each (the column "before training"), the teacher too when the suite lists it, and the prior suite
+after every stage when the suite asks for it.
+
+Keys chain (`stages.stage_chain_keys`): stage j's checkpoint key is the hash of stage j-1's key
+and stage j's own training key (its settings and exactly the records it trains on), so changing
+stage 2 never retrains stage 1, and changing stage 1 retrains everything after it. Each stage
+exports a merged model folder, which the next stage trains from and every evaluation reads; an
+evaluation is keyed by the content of those weights like any other, so a killed run resumes
+where it stopped and a finished one recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .continual import RUN_KIND as KIND, outcomes_from_run as outcomes  # noqa: F401  (re-exported)
+from .errors import ConfigError
+from .evaluate import EvalRequest, eval_key as task_eval_key, evaluate, hf_backend_factory
+from .generation import GenerationSettings
+from .models import fingerprint
+from .paths import data_dir as resolve_data_dir
+from .precision import resolve_dtype
+from .stages import stage_chain_keys, stage_config
+from .store import Store
+from .suite import Suite, load_suite
+from .tasks.base import LoadedSplit, Task
+from .tasks.registry import get_task
+from .train.config import TrainConfig
+
+STAGE_MARKER = "harness_stage.json"  # written after a stage's training and export: its chain key
+
+
+@dataclass
+class StageData:
+    name: str
+    task: Task
+    train: LoadedSplit
+    test: LoadedSplit
+    settings: GenerationSettings
+    batch_size: int
+    teacher_template: str
+    demonstrations: str | None
+    test_split: str
+
+
+@dataclass
+class StagePoint:
+    """One trained stage of one (arm, seed) chain."""
+
+    arm: str
+    method: str
+    seed: int
+    stage: int
+    cfg: TrainConfig
+    key: str
+    checkpoint: Path
+    evals: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}/seed={self.seed}/stage={self.stage}"
+
+    @property
+    def model_dir(self) -> Path:
+        """The merged model this stage exports: the next stage's start and every evaluation's model."""
+        return self.checkpoint / "merged"
+
+    def trained(self) -> bool:
+        marker = self.checkpoint / STAGE_MARKER
+        try:
+            return (json.loads(marker.read_text()).get("key") == self.key
+                    and (self.model_dir / "harness_train.json").is_file())
+        except (OSError, json.JSONDecodeError):
+            return False
+
+
+def is_sequential(path: str | Path) -> bool:
+    """Whether a suite file declares `stages:` (read without validating the rest)."""
+    from .suite import read_mapping
+
+    return "stages" in read_mapping(path)
+
+
+class SequentialRunner:
+    """Validates the suite and loads every stage's data up front; the store is opened only when
+    something is read or written, so bad input leaves no file behind."""
+
+    def __init__(self, suite_path: str | Path, db: str | Path | Store, data_dir=None,
+                 log: Callable[[str], None] = print, progress_factory=None, overrides: dict | None = None):
+        self.suite_path = Path(suite_path)
+        self.suite: Suite = load_suite(suite_path, overrides)
+        if not self.suite.stages:
+            raise ConfigError(f"{suite_path}: stages: a sequential suite needs at least one stage")
+        self.precision = resolve_dtype(self.suite.dtype, self.suite.device)
+        self.suite.dtype = self.precision.dtype
+        self._store = db if isinstance(db, Store) else None
+        self.db_path = Path(db.path) if isinstance(db, Store) else Path(db)
+        self.data_dir = resolve_data_dir(data_dir)
+        self.log, self.progress_factory = log, progress_factory
+        self.stages = [self._load_stage(j) for j in range(len(self.suite.stages))]
+        self.points = self._build_chains(self.db_path.parent / "checkpoints")
+
+    # ------------------------------------------------------------------ set-up
+    def _load_stage(self, j: int) -> StageData:
+        from .pipeline import load_split
+
+        st = self.suite.stages[j]
+        task = get_task(st.task, f"stages[{j}].task")
+        where = f"stages[{j}]"
+        train = load_split(task, st.train, self.data_dir, f"{where}.train", st.demonstrations)
+        test = load_split(task, st.test, self.data_dir, f"{where}.test", st.demonstrations)
+        return StageData(st.name, task, train, test, GenerationSettings(max_new_tokens=st.max_tokens()),
+                         st.batch_size, st.teacher_template, st.demonstrations, st.test.split)
+
+    def _build_chains(self, ckpt_root: Path) -> list[StagePoint]:
+        suite = self.suite
+        base_hash = fingerprint(suite.model)
+        points = []
+        for arm_name, arm in suite.arms.items():
+            if arm.method not in ("sft", "sdft"):
+                continue
+            if arm.grid:
+                raise ConfigError(f"{self.suite_path}: arms.{arm_name}.grid: a sequential suite trains one point per "
+                                  "arm and stage (no selection between stages)")
+            for seed in suite.seeds:
+                own, cfgs = [], []
+                for j, (st, data) in enumerate(zip(suite.stages, self.stages)):
+                    shared = (dict(suite.train) | dict(arm.train)
+                              | {"method": arm.method, "model": suite.model, "seed": seed, "merge": True})
+                    cfg = stage_config(shared, st, j)   # validated by load_suite already
+                    if len(data.train.records) < cfg.batch_size:
+                        raise ConfigError(f"{self.suite_path}: stages[{j}].train: {len(data.train.records)} training "
+                                          f"records, fewer than one batch (train.batch_size {cfg.batch_size})")
+                    own.append(cfg.key(data.train.data_hash, ""))
+                    cfgs.append(cfg)
+                prev_dir = None
+                for j, (cfg, key) in enumerate(zip(cfgs, stage_chain_keys(base_hash, own))):
+                    if prev_dir is not None:  # trains from the previous stage's merged weights
+                        cfg = dataclasses.replace(cfg, model=str(prev_dir))
+                    p = StagePoint(arm_name, arm.method, seed, j, cfg, key, ckpt_root / key)
+                    points.append(p)
+                    prev_dir = p.model_dir
+        return points
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.db_path)
+        return self._store
+
+    def _request(self, data: StageData, arm: str = "base") -> EvalRequest:
+        return EvalRequest(data.test.records, data.test.data_hash, arm, data.settings, data.teacher_template,
+                           split=data.test_split, dtype=self.suite.dtype, device=self.suite.device, task=data.task,
+                           demonstrations=data.demonstrations)
+
+    def _fixed_arms(self) -> list[str]:
+        return [a.method for a in self.suite.arms.values() if a.method in ("base", "teacher")] or ["base"]
+
+    # ------------------------------------------------------------------ plan
+    def plan(self) -> list[dict]:
+        rows = []
+        base_hash = fingerprint(self.suite.model)
+        for arm in dict.fromkeys(["base"] + self._fixed_arms()):
+            for data in self.stages:
+                cached = self.store.get_eval(task_eval_key(self._request(data, arm), base_hash)) is not None
+                rows.append({"point": arm, "step": f"{data.task.name} test", "cached": cached})
+        for p in self.points:
+            trained = p.trained()
+            rows.append({"point": p.name, "step": f"train {p.method} on {self.stages[p.stage].name}",
+                         "cached": trained, "key": p.key})
+            mh = fingerprint(str(p.model_dir)) if trained else None
+            for data in self.stages:
+                cached = mh is not None and self.store.get_eval(task_eval_key(self._request(data), mh)) is not None
+                rows.append({"point": p.name, "step": f"{data.task.name} test", "cached": cached})
+        return rows
+
+    # ------------------------------------------------------------------ steps
+    def _bar(self, label):
+        return self.progress_factory(label) if self.progress_factory else None
+
+    def train_stage(self, p: StagePoint) -> dict:
+        from .train.loop import train
+
+        if p.trained():
+            meta = json.loads((p.model_dir / "harness_train.json").read_text())
+            return meta["totals"] | {"steps": meta["steps"], "cached": True}
+        data = self.stages[p.stage]
+        self.log(f"train {p.name} ({data.name}) → {p.checkpoint}")
+        cb = self._bar(f"train {p.name}")
+        res = train(p.cfg, data.train.records, p.checkpoint, data.train.data_hash, store=self.store,
+                    progress=(lambda s, t, row: cb(s, t)) if cb else None, data_source=data.train.path,
+                    skipped=data.train.skipped)
+        (p.checkpoint / STAGE_MARKER).write_text(json.dumps({"key": p.key, "stage": p.stage, "arm": p.arm,
+                                                             "seed": p.seed, "train_key": res.train_key}))
+        return res.totals | {"steps": res.steps, "cached": False}
+
+    def eval_all_tasks(self, spec: str, label: str, run_id: str, arm: str = "base") -> dict[str, str]:
+        """Every stage's task on one model; one lazily loaded backend shared by all of them."""
+        mh = fingerprint(spec)
+        factory = hf_backend_factory(spec, self.suite.dtype, self.suite.device,
+                                     max(d.batch_size for d in self.stages))
+        out = {}
+        for data in self.stages:
+            res = evaluate(self._request(data, arm), self.store, mh, spec, factory,
+                           progress=self._bar(f"{data.task.name} {label}"))
+            self.store.link(run_id, res["eval_key"], f"{label}#{data.task.name}")
+            out[data.task.name] = res["eval_key"]
+        return out
+
+    def eval_prior(self, spec: str, label: str, run_id: str) -> dict[str, str]:
+        from .hashing import hash_obj
+        from .models import load_model
+        from .prior.evaluate import evaluate_prior
+
+        pr = self.suite.prior
+        dtype = "float32" if self.suite.dtype == "bf16-autocast" else self.suite.dtype
+        mh = hash_obj([fingerprint(spec), self.suite.dtype, "merged-adapter"])
+        res = evaluate_prior(lambda: load_model(spec, dtype=dtype, device=self.suite.device, merge_adapter=True),
+                             None, model_label=label, store=self.store, model_hash=mh, batch_size=pr.batch_size,
+                             run_id=run_id, suite_path=pr.suite, benchmarks=pr.benchmarks, limit=pr.limit,
+                             data_dir=self.data_dir)
+        return {f"prior/{b}": r["eval_key"] for b, r in res.items()}
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> str:
+        import torch
+
+        from .models import check_device
+
+        check_device(self.suite.device)
+        if self.suite.threads:
+            torch.set_num_threads(self.suite.threads)
+        t0 = time.perf_counter()
+        run_id = self.store.new_run("suite", name=self.suite.name, config=json.loads(self.suite.model_dump_json()),
+                                    meta={"suite": self.suite.name, "suite_path": str(self.suite_path), "kind": KIND,
+                                          "precision": self.precision.to_dict()})
+        self.log(f"dtype {self.precision.describe()}")
+        meta: dict[str, Any] = {"kind": KIND, "model": self.suite.model,
+                                "tasks": [d.task.name for d in self.stages],
+                                "stage_names": [d.name for d in self.stages],
+                                "demonstrations": {d.task.name: d.train.demo_policy for d in self.stages},
+                                "fixed": {}, "points": []}
+        with self.store.failing_run(run_id):
+            for arm in dict.fromkeys(["base"] + self._fixed_arms()):
+                evals = self.eval_all_tasks(self.suite.model, arm, run_id, arm=arm)
+                if arm == "base" and self.suite.prior is not None:
+                    evals |= self.eval_prior(self.suite.model, "base", run_id)
+                meta["fixed"][arm] = evals
+                self.store.update_run_meta(run_id, **meta)
+            for p in self.points:
+                totals = self.train_stage(p)
+                spec = str(p.model_dir)
+                p.evals = self.eval_all_tasks(spec, p.name, run_id)
+                if self.suite.prior is not None:
+                    p.evals |= self.eval_prior(spec, p.name, run_id)
+                meta["points"].append({"point": p.name, "arm": p.arm, "method": p.method, "seed": p.seed,
+                                       "stage": p.stage, "stage_name": self.stages[p.stage].name,
+                                       "task": self.stages[p.stage].task.name, "train_key": p.key,
+                                       "checkpoint": spec, "evals": p.evals,
+                                       "cost": {k: totals.get(k) for k in ("wall_s", "train_s", "steps", "flops",
+                                                                          "tokens_generated", "tokens_forwarded")}})
+                self.store.update_run_meta(run_id, **meta)
+            self.store.finish_run(run_id, meta=meta | {"wall_s": time.perf_counter() - t0})
+        return run_id
