@@ -42,6 +42,7 @@ from ..hashing import hash_obj
 from ..model_config import lora_target_problem, module_names
 from .batches import Example, encode_records, left_pad, right_pad
 from .config import TrainConfig
+from .frozen import store_frozen_linears
 from .losses import chunked_divergence, masked_sequence_mean, skip_mask
 from .teacher import TeacherHandle
 
@@ -199,7 +200,7 @@ class Run:
         self.key = cfg.key(data_hash, self.model_hash)
         self.examples: list[Example] = encode_records(
             records, tokenizer, cfg.max_prompt_tokens, cfg.max_completion_tokens, cfg.method,
-            cfg.teacher_template, cfg.truncate_teacher_prompt, data_source)
+            cfg.teacher_template, cfg.truncate_teacher_prompt, data_source, task=cfg.task)
         if len(self.examples) < cfg.batch_size:
             raise ConfigError(f"train.batch_size: {cfg.batch_size} prompts per update but only "
                               f"{len(self.examples)} training examples")
@@ -221,6 +222,8 @@ class Run:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if cfg.lora:
                 model.enable_input_require_grads()
+        if cfg.lora and cfg.bf16:  # every forward of the frozen base runs under bf16 autocast
+            store_frozen_linears(model, torch.bfloat16)
         self.model = model
         self.teacher = TeacherHandle(model, cfg.teacher, cfg.lora, need_initial=cfg.drift_every > 0) \
             if cfg.method == "sdft" else TeacherHandle(model, "live", cfg.lora, need_initial=cfg.drift_every > 0)
@@ -319,8 +322,9 @@ class Run:
         on the same rollout tokens; teacher under stop-gradient, in eval mode (no dropout).
 
         Only the teacher's hidden states (B×L×H) are kept; its logits are computed chunk by chunk
-        alongside the student's, so no B×L×V tensor exists at once. The output head is never a LoRA
-        target (checked at start-up), so the teacher's head is usable outside its adapter context."""
+        alongside the student's, and again when backward recomputes the chunk, so no B×L×V tensor
+        exists at once. The output head is never a LoRA target (checked at start-up), so the
+        teacher's head is usable outside its adapter context."""
         cfg = self.cfg
         ph = phases or Phases(self.device)
         with ph("teacher_s"), self.teacher.teacher_weights() as tmod, eval_mode(tmod):

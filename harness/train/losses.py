@@ -16,8 +16,8 @@ Estimators:
 
 Memory: logits are (tokens × vocab). For Qwen (V≈152k) a batch of 4×512 completion tokens is 1.2 GB
 per fp32 logits tensor, and log-softmax/KL intermediates multiply that. `chunked_divergence` computes
-logits from hidden states a slice of positions at a time and recomputes each slice in the backward
-pass (activation checkpointing), so memory grows with `chunk × V`, not `tokens × V`.
+student and teacher logits from hidden states a slice of positions at a time and recomputes both in
+the backward pass (activation checkpointing), so memory grows with `chunk × V`, not `tokens × V`.
 """
 
 from __future__ import annotations
@@ -84,19 +84,21 @@ def chunked_divergence(student_hidden: torch.Tensor, teacher_logits_fn, lm_head,
     """Per-token divergence (B, L) from the student's final hidden states (B, L, H).
 
     `teacher_logits_fn(start, end)` returns the teacher logits for completion positions
-    [start, end) (B, end-start, V), computed without gradients. Each slice's student logits are
-    recomputed during backward instead of being stored.
+    [start, end) (B, end-start, V), computed without gradients. Each slice's student *and* teacher
+    logits are recomputed during backward instead of being stored: a teacher slice held from the
+    forward to the backward pass would keep B×L×V floats alive in total (1.2 GB at 2×1024 rollout
+    tokens), where recomputing it costs one more head matmul per slice. So `teacher_logits_fn`
+    must be deterministic (a fixed module in eval mode), and it runs twice per slice with gradients.
     """
     out = []
     L = student_hidden.shape[1]
     for a in range(0, L, chunk):
         b = min(L, a + chunk)
-        t_logits = teacher_logits_fn(a, b)
 
-        def piece(h, t_logits=t_logits, a=a, b=b):
+        def piece(h, a=a, b=b):
             s_logits = lm_head(h) / temperature
-            return per_token_divergence(s_logits, t_logits / temperature, targets[:, a:b], divergence,
-                                        estimator, topk, beta)
+            return per_token_divergence(s_logits, teacher_logits_fn(a, b) / temperature, targets[:, a:b],
+                                        divergence, estimator, topk, beta)
 
         h = student_hidden[:, a:b]
         out.append(checkpoint(piece, h, use_reentrant=False) if h.requires_grad else piece(h))
