@@ -310,40 +310,57 @@ def test_sample_pruned_draws_from_the_policy_itself_not_the_generation_config(ti
 
 def test_vllm_backend_is_wired_through_evaluate_with_its_own_cache_key(tmp_path, tiny_model_dir, data_dir,
                                                                         monkeypatch):
-    """vLLM is not installed here (no GPU); a stand-in module checks what the harness hands it."""
+    """A stand-in `vllm` module (the real one lives in .venv-vllm, tests/test_vllm.py) checks what
+    the harness hands the engine through `evaluate`: token-id prompts rendered by the harness's own
+    chat template, greedy decoding with no sampling defaults, and a cache key of its own."""
     import importlib.machinery
     import sys
     import types
 
     from harness.evaluate import EvalRequest, backend_factory, eval_key, evaluate
+    from harness.models import load_tokenizer
     from harness.store import Store
     from harness.tasks import tooluse as tu
 
     calls = {}
 
     class LLM:
-        def __init__(self, model, **kw):
-            calls["engine"] = (model, kw)
+        def __init__(self, **kw):
+            calls["engine"] = kw
 
-        def generate(self, texts, sp):
-            calls.setdefault("texts", []).extend(texts)
-            calls["sp"] = sp
-            out = types.SimpleNamespace(text="Action: getWeather\nAction Input: {}", token_ids=[1, 2, 3])
-            return [types.SimpleNamespace(outputs=[out], prompt_token_ids=[0] * 7) for _ in texts]
+        def generate(self, prompts, sp, lora_request=None, use_tqdm=True):
+            calls.setdefault("prompts", []).extend(prompts)
+            calls["sp"], calls["lora"] = sp, lora_request
+            out = types.SimpleNamespace(token_ids=tok("Action: getWeather", add_special_tokens=False)["input_ids"])
+            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
 
-    fake = types.ModuleType("vllm")
-    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
-    fake.LLM, fake.SamplingParams = LLM, lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", fake)
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        m.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, m)
+        return m
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    module("vllm", LLM=LLM, SamplingParams=lambda **kw: kw)
+    module("vllm.inputs", TokensPrompt=lambda prompt_token_ids: list(prompt_token_ids))
+    module("vllm.platforms", current_platform=types.SimpleNamespace(is_cpu=lambda: False))
 
     recs = tu.load_tooluse(data_dir / tu.SPLITS["paper68"]).records[:3]
     req = EvalRequest(recs, "h", "base", GenerationSettings(max_new_tokens=5), backend="vllm")
     res = evaluate(req, Store(tmp_path / "h.db"), "mh", "tiny",
                    backend_factory("vllm", str(tiny_model_dir), "bfloat16", "cuda", 8))
-    assert calls["engine"] == (str(tiny_model_dir), {"dtype": "bfloat16", "trust_remote_code": False})
-    assert calls["sp"]["temperature"] == 0.0 and calls["sp"]["max_tokens"] == 5
-    assert len(calls["texts"]) == 3 and all(t.startswith("<|im_start|>user\n") for t in calls["texts"])
-    assert res["n"] == 3 and res["gen_tokens"] == 9
+    eng = calls["engine"]
+    assert eng["model"] == str(tiny_model_dir) and eng["dtype"] == "bfloat16"
+    assert eng["generation_config"] == "vllm" and eng["enable_prefix_caching"] and "enable_lora" not in eng
+    sp = calls["sp"]
+    assert sp["temperature"] == 0.0 and sp["max_tokens"] == 5 and sp["top_k"] == 0 and sp["seed"] is None
+    assert calls["lora"] is None
+    from harness.generation import render_prompt
+
+    want = [tok(render_prompt(tok, r.prompt), add_special_tokens=False)["input_ids"] for r in recs]
+    assert sorted(calls["prompts"]) == sorted(want)
+    assert res["n"] == 3
     hf = EvalRequest(recs, "h", "base", GenerationSettings(max_new_tokens=5))
     assert eval_key(req, "mh") != eval_key(hf, "mh")  # vLLM outputs never stand in for HF outputs
 
