@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .cli_options import train_config_options
 from .errors import HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -428,6 +429,7 @@ def data_check(split: str = typer.Argument("paper68", help="Split name or file p
 
 # ----------------------------------------------------------------------------- train
 @app.command("train")
+@train_config_options(exempt=("method", "model", "task"))
 def train_cmd(
     method: str = typer.Option("sdft", help="sft or sdft."),
     model: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="Alias, hub id or model folder."),
@@ -438,24 +440,10 @@ def train_cmd(
     limit: Optional[int] = typer.Option(None, help="Use the first N training records."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Checkpoints, logs and the final adapter/model."),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file with TrainConfig fields (flags override it)."),
-    lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA adapter (default) or full fine-tuning."),
-    lora_r: Optional[int] = typer.Option(None), lora_alpha: Optional[int] = typer.Option(None),
-    lora_targets: Optional[str] = typer.Option(None, help="Comma-separated module names."),
-    lr: Optional[float] = typer.Option(None), epochs: Optional[int] = typer.Option(None),
-    max_steps: Optional[int] = typer.Option(None, help="Optimizer-step budget."),
-    batch_size: Optional[int] = typer.Option(None, help="Prompts per optimizer update."),
-    micro_batch_size: Optional[int] = typer.Option(None, help="Prompts per forward pass per process."),
-    warmup_steps: Optional[int] = typer.Option(None), seed: Optional[int] = typer.Option(None),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast on/off. Default (or 'bf16: auto' in --config): on for CUDA and for CPUs where a measured probe shows native bf16, off elsewhere."),
-    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
-    max_completion_tokens: Optional[int] = typer.Option(None), max_prompt_tokens: Optional[int] = typer.Option(None),
-    divergence: Optional[str] = typer.Option(None, help="(sdft) forward | reverse | jsd"),
-    estimator: Optional[str] = typer.Option(None, help="(sdft) full | topk | sampled"),
-    teacher: Optional[str] = typer.Option(None, help="(sdft) ema | frozen | live"),
-    ema_alpha: Optional[float] = typer.Option(None), skip_tokens: Optional[int] = typer.Option(None),
-    save_every: Optional[int] = typer.Option(None), merge: bool = typer.Option(False, "--merge", help="Also export a merged model folder."),
-    data_dir: Optional[str] = typer.Option(None), db: Optional[str] = typer.Option(None),
+    data_dir: Optional[str] = typer.Option(None, help="Data directory (default: $HARNESS_DATA_DIR or ../shared/datasets)."),
+    db: Optional[str] = typer.Option(None, help="Results store (default: $HARNESS_DB or results/harness.db)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    *, train_flags: dict,  # the TrainConfig fields whose flags were given (harness.cli_options)
 ):
     """Train with SFT or SDFT on one shared loop; re-run the same command to resume."""
     from .errors import ConfigError
@@ -477,14 +465,7 @@ def train_cmd(
             raise HarnessError(f"{config}: {unknown[0]}: unknown training setting")
     if limit is not None and limit <= 0:
         raise HarnessError(f"--limit must be positive, got {limit}")
-    flags = {k: v for k, v in dict(
-        method=method, model=model, task=task, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr, epochs=epochs,
-        max_steps=max_steps, batch_size=batch_size, micro_batch_size=micro_batch_size, warmup_steps=warmup_steps,
-        seed=seed, bf16=bf16, gradient_checkpointing=gradient_checkpointing,
-        max_completion_tokens=max_completion_tokens, max_prompt_tokens=max_prompt_tokens, divergence=divergence,
-        estimator=estimator, teacher=teacher, ema_alpha=ema_alpha, skip_tokens=skip_tokens, save_every=save_every,
-        merge=merge or None,
-        lora_targets=tuple(lora_targets.split(",")) if lora_targets else None).items() if v is not None}
+    flags = {k: v for k, v in dict(method=method, model=model, task=task).items() if v is not None} | train_flags
     try:
         cfg = TrainConfig.from_dict(base | flags)
     except HarnessError as e:  # a bad value from the --config file: name the file and its key

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import ConfigError
 from ..hashing import hash_obj
-from .losses import DIVERGENCES, ESTIMATORS
 
 METHODS = ("sft", "sdft")
 # The SDFT rollout sampler, part of the SDFT training key: a different sampler draws different rollouts
@@ -24,55 +23,67 @@ TEACHERS = ("ema", "frozen", "live")
 DEFAULT_TASK = "tooluse"
 
 
+def _setting(default, help: str):
+    """A TrainConfig field with its help text, written once: `harness train` builds its flags and
+    their help from these (harness.cli_options), so the two cannot drift apart."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """Every knob of a training run. Fields marked (sdft) only matter for SDFT."""
 
-    method: str = "sdft"                 # 'sft' or 'sdft'
-    model: str = "qwen2.5-coder-0.5b-instruct"  # alias, hub id or folder
-    task: str = DEFAULT_TASK             # the registered task whose prompts the records are encoded with
+    method: str = _setting("sdft", "'sft' or 'sdft'.")
+    model: str = _setting("qwen2.5-coder-0.5b-instruct", "Alias, hub id or model folder.")
+    task: str = _setting(DEFAULT_TASK, "The registered task whose prompts the records are encoded with.")
     # --- parameterisation
-    lora: bool = True                    # LoRA adapter (peft) or full fine-tuning
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0            # 0 keeps training deterministic (needed for exact resume)
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lora: bool = _setting(True, "LoRA adapter (peft) or full fine-tuning.")
+    lora_r: int = _setting(16, "LoRA rank.")
+    lora_alpha: int = _setting(32, "LoRA scaling numerator (the update is scaled by alpha/r).")
+    lora_dropout: float = _setting(0.0, "Dropout on the LoRA input; 0 keeps training deterministic (needed for "
+                                        "exact resume).")
+    lora_targets: tuple[str, ...] = _setting(("q_proj", "k_proj", "v_proj", "o_proj"),
+                                             "Module names that get LoRA adapters.")
     # --- optimisation (AdamW, warm-up then cosine, as the paper)
-    lr: float = 5e-5
-    epochs: int = 1
-    max_steps: int | None = None         # cap on optimizer steps (budget); None = epochs
-    batch_size: int = 32                 # prompts per optimizer update (effective batch)
-    micro_batch_size: int = 4            # prompts per forward pass per process
-    warmup_steps: int = 10
-    schedule: str = "cosine"             # 'cosine' or 'constant'
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    bf16: bool | str = "auto"            # bf16 autocast: true, false, or auto (resolved at construction)
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    max_prompt_tokens: int = 2048        # student/teacher prompt limit (never silently truncated)
-    max_completion_tokens: int = 256     # SFT demonstration limit / SDFT rollout length
-    max_rollout_tokens: int | None = None  # (sdft) rollout length if different (None = max_completion_tokens)
-    truncate_teacher_prompt: bool = False  # explicit opt-in to left-truncate long teacher prompts
+    lr: float = _setting(5e-5, "AdamW peak learning rate.")
+    epochs: int = _setting(1, "Passes over the training records (when max_steps is unset).")
+    max_steps: int | None = _setting(None, "Optimizer-step budget, in place of epochs (beyond one pass the data "
+                                     "cycles again); unset = epochs decide.")
+    batch_size: int = _setting(32, "Prompts per optimizer update (effective batch).")
+    micro_batch_size: int = _setting(4, "Prompts per forward pass per process.")
+    warmup_steps: int = _setting(10, "Linear warm-up steps before the schedule.")
+    schedule: str = _setting("cosine", "Learning-rate schedule after warm-up: 'cosine' or 'constant'.")
+    max_grad_norm: float = _setting(1.0, "Gradient-norm clipping threshold.")
+    weight_decay: float = _setting(0.0, "AdamW weight decay.")
+    bf16: bool | str = _setting("auto", "bf16 autocast: true, false, or auto (on for CUDA and for CPUs where a "
+                                "measured probe shows native bf16, off elsewhere; resolved at construction).")
+    gradient_checkpointing: bool = _setting(False, "Recompute activations in the backward pass (less memory, "
+                                                   "more time).")
+    seed: int = _setting(0, "Seeds data order, LoRA initialisation and rollout sampling.")
+    max_prompt_tokens: int = _setting(2048, "Student/teacher prompt limit (never silently truncated).")
+    max_completion_tokens: int = _setting(256, "SFT demonstration limit / SDFT rollout length.")
+    max_rollout_tokens: int | None = _setting(None, "(sdft) Rollout length if different (unset = "
+                                              "max_completion_tokens).")
+    truncate_teacher_prompt: bool = _setting(False, "Explicit opt-in to left-truncate long teacher prompts.")
     # --- SDFT
-    divergence: str = "forward"          # (sdft) forward | reverse | jsd
-    jsd_beta: float = 0.5                # (sdft) mixing weight for jsd
-    estimator: str = "full"              # (sdft) full | topk | sampled
-    topk: int = 100                      # (sdft) k for the topk estimator
-    teacher: str = "ema"                 # (sdft) ema | frozen | live
-    ema_alpha: float = 0.01              # (sdft) teacher <- alpha*student + (1-alpha)*teacher
-    ema_every: int = 1                   # (sdft) optimizer steps between EMA updates
-    skip_tokens: int = 3                 # (sdft) first completion tokens excluded from the loss
-    temperature: float = 1.0             # (sdft) rollout sampling temperature
-    top_p: float = 1.0                   # (sdft) rollout nucleus
-    top_k: int | None = None             # (sdft) rollout top-k (None = off; nothing else filters the samples)
-    teacher_template: str = "paper"      # (sdft) 'paper', 'code' or a custom template
-    chunk_tokens: int = 64               # positions per chunk in the full-vocabulary divergence
+    divergence: str = _setting("forward", "(sdft) forward | reverse | jsd.")
+    jsd_beta: float = _setting(0.5, "(sdft) Mixing weight for jsd.")
+    estimator: str = _setting("full", "(sdft) full | topk | sampled.")
+    topk: int = _setting(100, "(sdft) k for the topk estimator.")
+    teacher: str = _setting("ema", "(sdft) ema | frozen | live.")
+    ema_alpha: float = _setting(0.01, "(sdft) teacher <- alpha*student + (1-alpha)*teacher.")
+    ema_every: int = _setting(1, "(sdft) Optimizer steps between EMA updates.")
+    skip_tokens: int = _setting(3, "(sdft) First completion tokens excluded from the loss.")
+    temperature: float = _setting(1.0, "(sdft) Rollout sampling temperature.")
+    top_p: float = _setting(1.0, "(sdft) Rollout nucleus.")
+    top_k: int | None = _setting(None, "(sdft) Rollout top-k (unset = off; nothing else filters the samples).")
+    teacher_template: str = _setting("paper", "(sdft) 'paper', 'code' or a custom template.")
+    chunk_tokens: int = _setting(64, "Positions per chunk in the full-vocabulary divergence.")
     # --- logging and checkpoints
-    drift_every: int = 1                 # measure KL(student‖initial) on rollouts every N steps (0 = never)
-    save_every: int = 10                 # optimizer steps between checkpoints
-    keep_checkpoints: int = 1
-    merge: bool = False                  # also export a merged model folder at the end
+    drift_every: int = _setting(1, "Measure KL(student‖initial) on rollouts every N steps (0 = never).")
+    save_every: int = _setting(10, "Optimizer steps between checkpoints.")
+    keep_checkpoints: int = _setting(1, "Checkpoints kept on disk (older ones are deleted).")
+    merge: bool = _setting(False, "Also export a merged model folder at the end.")
 
     def __post_init__(self):
         self._check_types()
@@ -130,6 +141,7 @@ class TrainConfig:
             raise ConfigError(f"train.{key}: {msg}")
 
         from ..tasks.registry import get_task
+        from .losses import DIVERGENCES, ESTIMATORS  # torch: imported on use, so the CLI can read the fields
 
         get_task(self.task, "train.task")
         if self.method not in METHODS:

@@ -1,0 +1,169 @@
+"""`harness train` options derived from the TrainConfig fields (harness.cli_options): every field
+has a flag and help text, flags override --config, bad values are one line naming the key, and the
+training key is what it was when the fields were written out by hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import pytest
+
+from harness.cli_options import cli_type, flag_names, help_text
+from harness.train.config import TrainConfig
+
+EXEMPT = {"method", "model", "task"}  # hand-written `harness train` options with their own defaults
+
+
+# Keys computed with the code before the fields carried their help text (commit a198b85); a change
+# here would orphan every cached checkpoint. bf16 is explicit because `auto` resolves per machine.
+KEY_BF16_OFF = "90052e3390b54e22f285"
+KEY_BF16_ON = "45da91bca386510382d8"
+KEY_SCIENCE = "70ac1a6e6ce5402fbdd2"
+
+
+def test_the_training_key_is_unchanged():
+    assert TrainConfig(bf16=False).key("d", "m") == KEY_BF16_OFF
+    cfg = TrainConfig()
+    assert cfg.key("d", "m") == (KEY_BF16_ON if cfg.bf16 else KEY_BF16_OFF)
+    sci = TrainConfig(method="sft", bf16=False, task="science", top_k=5, max_steps=3, lora_targets=["q_proj"])
+    assert sci.key("d", "m") == KEY_SCIENCE
+
+
+def test_every_field_has_help_text():
+    missing = [f.name for f in fields(TrainConfig) if not f.metadata.get("help", "").strip()]
+    assert missing == []
+
+
+def _train_command():
+    import typer.main
+
+    from harness.cli import app
+
+    return typer.main.get_command(app).commands["train"]
+
+
+def test_every_field_has_a_flag():
+    params = {p.name: p for p in _train_command().params}
+    for f in fields(TrainConfig):
+        assert f.name in params, f"no --{f.name.replace('_', '-')} flag"
+        if f.name in EXEMPT:
+            continue
+        p = params[f.name]
+        assert p.default is None, f.name  # unset: the --config value, else the field default
+        spelled = flag_names(f)[0].split("/")
+        assert p.opts == spelled[:1] and list(p.secondary_opts) == spelled[1:], f.name
+    for name, on, off in (("lora", "--lora", "--full"), ("bf16", "--bf16", "--fp32"),
+                          ("merge", "--merge", "--no-merge"),
+                          ("gradient_checkpointing", "--gradient-checkpointing", "--no-gradient-checkpointing")):
+        assert params[name].opts == [on] and params[name].secondary_opts == [off]
+
+
+def test_help_shows_each_fields_help_text(capsys, monkeypatch):
+    from harness.cli import cli_main
+
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough that rich folds no word (a comma list is one word)
+    capsys.readouterr()
+    assert cli_main(["train", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.replace("│", " ").split())  # unwrap the rich table
+    for f in fields(TrainConfig):
+        if f.name not in EXEMPT:
+            assert " ".join(help_text(f).split()) in shown, f.name
+    assert "[default: 5e-05]" in shown and "[default: --lora]" in shown and "[default: auto]" in shown
+
+
+def test_a_field_type_with_no_flag_form_fails_naming_the_field():
+    @dataclass
+    class Odd:
+        weights: dict = None
+
+    with pytest.raises(TypeError, match="TrainConfig.weights: no command-line form"):
+        cli_type(fields(Odd)[0])
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.fixture()
+def captured_cfg(monkeypatch):
+    """Stop `harness train` at the training call and keep the TrainConfig it built."""
+    import harness.train.loop
+
+    seen = {}
+
+    def fake_train(cfg, *a, **kw):
+        seen["cfg"] = cfg
+        raise _Captured
+
+    monkeypatch.setattr(harness.train.loop, "train", fake_train)
+    return seen
+
+
+def _train_argv(tmp_path, tiny_model_dir, data_dir, *extra):
+    return [str(a) for a in ("train", "--model", tiny_model_dir, "--method", "sdft", "-o", tmp_path / "out",
+                             "--split", "paper68", "--data-dir", data_dir, "--limit", "4", "--db",
+                             tmp_path / "h.db", *extra)]
+
+
+def test_flags_override_the_config_file(tmp_path, tiny_model_dir, data_dir, captured_cfg):
+    from harness.cli import cli_main
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("lr: 1.0e-4\nseed: 3\ntopk: 7\nschedule: constant\nlora_targets: [q_proj]\nmerge: true\n"
+                        "top_k: 9\n")
+    argv = _train_argv(tmp_path, tiny_model_dir, data_dir, "--config", cfg_file, "--lr", "2e-4",
+                       "--schedule", "cosine", "--lora-targets", "q_proj, v_proj", "--no-merge", "--fp32",
+                       "--truncate-teacher-prompt", "--ema-every", "2", "--temperature", "0.7")
+    with pytest.raises(_Captured):
+        cli_main(["--debug", *argv])
+    cfg = captured_cfg["cfg"]
+    # from the flags
+    assert (cfg.lr, cfg.schedule, cfg.lora_targets, cfg.merge, cfg.bf16) == (2e-4, "cosine", ("q_proj", "v_proj"),
+                                                                             False, False)
+    assert (cfg.truncate_teacher_prompt, cfg.ema_every, cfg.temperature) == (True, 2, 0.7)
+    # from the file, where no flag was given
+    assert (cfg.seed, cfg.topk, cfg.top_k) == (3, 7, 9)
+    # from the TrainConfig defaults, where neither set them
+    assert (cfg.lora, cfg.warmup_steps, cfg.keep_checkpoints) == (True, 10, 1)
+
+
+def test_full_fine_tuning_flag(tmp_path, tiny_model_dir, data_dir, captured_cfg):
+    from harness.cli import cli_main
+
+    with pytest.raises(_Captured):
+        cli_main(["--debug", *_train_argv(tmp_path, tiny_model_dir, data_dir, "--full", "--merge", "--bf16")])
+    cfg = captured_cfg["cfg"]
+    assert (cfg.lora, cfg.merge, cfg.bf16) == (False, True, True)
+
+
+@pytest.mark.parametrize("extra,config,needle", [
+    (["--topk", "0"], None, "train.topk: must be positive, got 0"),
+    (["--schedule", "linear"], None, "train.schedule: unknown schedule 'linear'"),
+    (["--jsd-beta", "1.5"], None, "train.jsd_beta: must be in (0, 1), got 1.5"),
+    (["--top-k", "0"], None, "train.top_k: must be positive or unset"),
+    (["--batch-size", "3", "--micro-batch-size", "2"], None, "train.batch_size: 3 is not a multiple"),
+    (["--ema-every", "two"], None, "Invalid value for '--ema-every'"),
+    ([], "topk: 0\n", "c.yaml: topk: must be positive, got 0"),
+    (["--lr", "-1"], "topk: 5\n", "train.lr: must be positive"),
+])
+def test_a_bad_value_is_one_line_naming_the_key(tmp_path, tiny_model_dir, data_dir, capsys, extra, config, needle):
+    from harness.cli import cli_main
+
+    if config is not None:
+        (tmp_path / "c.yaml").write_text(config)
+        extra = [*extra, "--config", str(tmp_path / "c.yaml")]
+    capsys.readouterr()
+    rc = cli_main(_train_argv(tmp_path, tiny_model_dir, data_dir, *extra))
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "h.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_flag_replaces_a_bad_config_value(tmp_path, tiny_model_dir, data_dir, captured_cfg):
+    from harness.cli import cli_main
+
+    (tmp_path / "c.yaml").write_text("topk: 0\n")
+    with pytest.raises(_Captured):
+        cli_main(["--debug", *_train_argv(tmp_path, tiny_model_dir, data_dir, "--config", tmp_path / "c.yaml",
+                                          "--topk", "5")])
+    assert captured_cfg["cfg"].topk == 5
