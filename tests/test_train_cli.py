@@ -138,6 +138,7 @@ def test_full_fine_tuning_flag(tmp_path, tiny_model_dir, data_dir, captured_cfg)
 
 @pytest.mark.parametrize("extra,config,needle", [
     (["--topk", "0"], None, "train.topk: must be positive, got 0"),
+    (["--keep-checkpoints", "0"], None, "train.keep_checkpoints: must be positive, got 0"),
     (["--schedule", "linear"], None, "train.schedule: unknown schedule 'linear'"),
     (["--jsd-beta", "1.5"], None, "train.jsd_beta: must be in (0, 1), got 1.5"),
     (["--top-k", "0"], None, "train.top_k: must be positive or unset"),

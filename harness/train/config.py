@@ -161,7 +161,7 @@ class TrainConfig:
         if self.schedule not in ("cosine", "constant"):
             bad("schedule", f"unknown schedule '{self.schedule}' (cosine, constant)")
         for k in ("lr", "batch_size", "micro_batch_size", "epochs", "max_completion_tokens", "max_prompt_tokens",
-                  "lora_r", "ema_every", "save_every", "chunk_tokens", "topk"):
+                  "lora_r", "ema_every", "save_every", "keep_checkpoints", "chunk_tokens", "topk"):
             if getattr(self, k) <= 0:
                 bad(k, f"must be positive, got {getattr(self, k)}")
         if self.batch_size % self.micro_batch_size:
