@@ -553,7 +553,7 @@ def run_cmd(
 
         runner = SuiteRunner(suite, results_db(db), data_dir,
                              log=lambda m: prog.console.print(f"[dim]{escape(m)}[/dim]"),
-                             progress_factory=factory, overrides=overrides)
+                             progress_factory=factory, overrides=overrides, plan_only=dry_run)
         if dry_run:  # reads the store if there is one, never creates or alters it
             from .store import Store
 
@@ -576,6 +576,8 @@ def run_cmd(
         console.print(t)
         n = sum(not r["cached"] for r in plan)
         console.print(f"{n} of {len(plan)} steps will run")
+        if runner.model_note:
+            console.print(runner.model_note, highlight=False, markup=False, soft_wrap=True)
         if runner.lora_check:
             console.print(runner.lora_check, highlight=False, markup=False)
         _print_precision(runner.precision_meta())
@@ -612,7 +614,7 @@ def _run_sequential(suite: Path, dry_run: bool, overrides, data_dir, dbp, report
 
     with progress_bar() as prog:
         runner = SequentialRunner(suite, dbp, data_dir, log=lambda m: prog.console.print(f"[dim]{escape(m)}[/dim]"),
-                                  progress_factory=_progress_factory(prog), overrides=overrides)
+                                  progress_factory=_progress_factory(prog), overrides=overrides, plan_only=dry_run)
         if dry_run:  # reads the store if there is one, never creates or alters it
             runner._store = Store.open_existing(dbp) if Path(dbp).exists() else Store(":memory:")
             plan = runner.plan()
@@ -629,6 +631,8 @@ def _run_sequential(suite: Path, dry_run: bool, overrides, data_dir, dbp, report
             t.add_row(r["point"], r["step"], "[green]cached[/green]" if r["cached"] else "[yellow]will run[/yellow]")
         console.print(t)
         console.print(f"{sum(not r['cached'] for r in plan)} of {len(plan)} steps will run")
+        if runner.model_note:
+            console.print(runner.model_note, highlight=False, markup=False, soft_wrap=True)
         console.print(f"dtype {escape(runner.precision.describe())}")
         return
     _print_sequential_summary(run_id, runner.store)
@@ -691,18 +695,25 @@ def plan_cmd(
 ):
     """Before running a suite: the minimum detectable effect of each SDFT-vs-SFT comparison at the
     suite's sizes, and the items needed for a target MDE. Reads the store (a previous run of the
-    suite supplies observed variances) without writing anything."""
+    suite supplies observed variances) without writing anything, and never materialises or
+    downloads the model."""
     from .paths import results_db
     from .pipeline import SuiteRunner
+    from .sequential import is_sequential
     from .store import Store
 
     if target_mde is not None and not 0 < target_mde < 1:
         raise HarnessError(f"--target-mde must be a fraction in (0, 1), got {target_mde}")
+    if suite.is_file() and is_sequential(suite):
+        raise HarnessError(f"{suite}: stages: `harness plan` sizes the comparisons of a single-task suite; "
+                           f"`harness run {suite} --dry-run` shows a sequential suite's plan")
     runner = SuiteRunner(suite, results_db(db), data_dir, log=lambda m: None,
-                         overrides={"model": model} if model else None)
+                         overrides={"model": model} if model else None, plan_only=True)
     dbp = results_db(db)
     runner._store = Store.open_existing(dbp) if Path(dbp).exists() else Store(":memory:")
     _print_power(runner, target_mde)
+    if runner.model_note:
+        console.print(runner.model_note, highlight=False, markup=False, soft_wrap=True)
 
 
 def _fmt_ci(v, lo, hi, pct=True) -> str:

@@ -340,6 +340,19 @@ def _canonical_head_input(_module, args):
 
 
 WEIGHT_AND_TOKENIZER_SUFFIXES = {".safetensors", ".json", ".bin", ".model", ".txt", ".jinja"}
+_HUB_PATTERNS = [f"*{x}" for x in sorted(WEIGHT_AND_TOKENIZER_SUFFIXES) if x != ".bin"]
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The hub model's snapshot in the local Hugging Face cache when it holds weights, else None;
+    never touches the network (what `hub_snapshot` serves first, and all a plan may read)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+    except Exception:  # not cached (huggingface_hub raises several types for that)
+        return None
+    return local if any(local.glob("*.safetensors")) else None
 
 
 def hub_snapshot(repo_id: str) -> Path:
@@ -347,15 +360,11 @@ def hub_snapshot(repo_id: str) -> Path:
     (huggingface_hub serves them from its cache, also offline once downloaded)."""
     from huggingface_hub import snapshot_download
 
-    patterns = [f"*{x}" for x in WEIGHT_AND_TOKENIZER_SUFFIXES if x != ".bin"]
-    try:  # a cached snapshot with weights: no network call, so dry runs and cached re-runs stay offline
-        local = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-        if any(local.glob("*.safetensors")):
-            return local
-    except Exception:
-        pass
+    local = cached_snapshot(repo_id)  # no network call when cached, so cached re-runs stay offline
+    if local is not None:
+        return local
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
     except Exception as e:  # offline without a cached copy, unknown repo, gated repo, ...
         raise ModelError(f"{repo_id}: not a local folder, and the hub snapshot is unavailable "
                          f"({type(e).__name__}: {_first_line(e)})") from None
@@ -380,32 +389,81 @@ def fingerprint(spec: str) -> str:
     A hub id hashes the files of its local snapshot (downloaded first if none is cached), the same
     folder `load_model` reads (`weights_dir`); the cached snapshot is used as it is, so moving to a
     newer upstream revision is explicit (`hf download ORG/NAME`), and then changes the hash.
+    An alias is materialised first. `local_fingerprint` is the same hash for plans, which may do
+    none of this.
     """
+    ms = resolve(spec)
+    return _hash_folders([Path(weights_dir(p)) for p in (ms.path, ms.adapter) if p], save_memo=True)
+
+
+def _local_folders(spec: str) -> list[Path] | str:
+    """The folders `fingerprint(spec)` would hash, found without materialising, installing or
+    downloading anything; or, when one of them is not on this machine, why (one line)."""
+    ms = resolve(spec, materialise_alias=False)
+    folders = []
+    for path in (ms.path, ms.adapter):
+        if not path:
+            continue
+        alias = next((a for a in ALIASES if Path(path) == alias_dir(a)), None)
+        if alias is not None:  # checked by its marker: `materialise` rebuilds a folder without one
+            if not is_materialised(alias):
+                return f"{alias} is not materialised on this machine: `harness models pull {alias}` installs it"
+            folders.append(Path(path))
+        elif Path(path).is_dir():
+            folders.append(Path(path))
+        else:  # a hub id (`resolve` accepts nothing else that is not a folder)
+            snap = cached_snapshot(path)
+            if snap is None:
+                return f"{path} is not in the local Hugging Face cache: `hf download {path}` fetches it"
+            folders.append(snap)
+    return folders
+
+
+def local_fingerprint(spec: str) -> str | None:
+    """`fingerprint(spec)` when the model's files are on this machine (a folder, a materialised alias,
+    a cached hub snapshot), else None. Why: a plan (`harness run --dry-run`, `harness plan`) must not
+    pip-install, convert or download weights just to compute keys, nor write the memo; it reads the
+    memo, so a model hashed by an earlier run is not re-read. `not_local_reason` says why None."""
+    folders = _local_folders(spec)
+    return None if isinstance(folders, str) else _hash_folders(folders, save_memo=False)
+
+
+def not_local_reason(spec: str) -> str | None:
+    """One line on why `local_fingerprint(spec)` is None (which model is missing, how to get it)."""
+    folders = _local_folders(spec)
+    return folders if isinstance(folders, str) else None
+
+
+_hashed_here: dict[str, str] = {}  # file hashes computed in this process, by the memo's key
+
+
+def _hash_folders(folders: list[Path], save_memo: bool) -> str:
+    """The fingerprint of `folders`, reading the memo; `save_memo` writes new hashes to it (a plan
+    does not, so it keeps them in this process only, where they still spare a second read)."""
     from .hashing import hash_file, hash_obj
 
-    ms = resolve(spec)
-    folders = [p for p in (ms.path, ms.adapter) if p]
     memo_path = cache_dir() / "fingerprints.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, json.JSONDecodeError):
         memo = {}
+    memo |= _hashed_here
     parts = []
-    for folder in folders:
-        fp = Path(weights_dir(folder))
+    for fp in folders:
         for f in sorted(fp.iterdir()):
             if f.suffix not in WEIGHT_AND_TOKENIZER_SUFFIXES or f.name == MATERIALISED_MARKER:
                 continue
             st = f.stat()
             mk = f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}"
             if mk not in memo:
-                memo[mk] = hash_file(f)
+                memo[mk] = _hashed_here[mk] = hash_file(f)
             parts.append([f.name, memo[mk]])
-    try:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_path)
-    except OSError:
-        pass
+    if save_memo:
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(memo))
+            os.replace(tmp, memo_path)
+        except OSError:
+            pass
     return hash_obj(parts)

@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .drift_probe import TASK as DRIFT_TASK
 from .evaluate import EvalRequest, eval_key as task_eval_key, evaluate, hf_backend_factory
 from .generation import GenerationSettings
-from .models import fingerprint
+from .models import fingerprint, local_fingerprint, not_local_reason
 from .paths import data_dir as resolve_data_dir
 from .precision import resolve_dtype
 from .store import Store
@@ -46,7 +46,7 @@ class Point:
     seed: int | None = None
     hparams: dict = field(default_factory=dict)
     cfg: TrainConfig | None = None
-    train_key: str | None = None
+    train_key: str | None = None    # None for base/teacher, and in a plan whose model is not on this machine
     checkpoint: Path | None = None
 
 
@@ -81,9 +81,10 @@ def load_data(suite: Suite, data_dir: Path) -> Data:
                 load(t.validation, "task.validation") if t.validation else None)
 
 
-def build_points(suite: Suite, data: Data, ckpt_root: Path) -> list[Point]:
+def build_points(suite: Suite, data: Data, ckpt_root: Path, model_hash: str | None) -> list[Point]:
+    """Every point of the suite. `model_hash` is the base weights' fingerprint; None (a plan whose
+    model is not on this machine) leaves the trained points' keys and checkpoints unknown."""
     pts = []
-    model_hash = fingerprint(suite.model)
     for arm_name, arm in suite.arms.items():
         if arm.method in ("base", "teacher"):
             pts.append(Point(arm_name, arm_name, arm.method))
@@ -92,9 +93,9 @@ def build_points(suite: Suite, data: Data, ckpt_root: Path) -> list[Point]:
             for hp, cfg in arm_configs(suite, arm_name, seed):
                 hp_txt = ",".join(f"{k}={v}" for k, v in sorted(hp.items()))
                 name = f"{arm_name}/{hp_txt or 'default'}/seed={seed}"
-                key = cfg.key(data.train.data_hash, model_hash)
+                key = cfg.key(data.train.data_hash, model_hash) if model_hash is not None else None
                 pts.append(Point(name, arm_name, arm.method, seed, hp, cfg, key,
-                                 ckpt_root / key))
+                                 ckpt_root / key if key is not None else None))
     return pts
 
 
@@ -118,15 +119,24 @@ def _validation_key(entry: dict) -> str | None:
 
 
 def _trained(p: Point) -> bool:
+    if p.checkpoint is None:  # keys not known yet: nothing can be cached
+        return False
     marker = p.checkpoint / "final" / "harness_train.json"
     return marker.is_file() and json.loads(marker.read_text()).get("key") == p.train_key
 
 
 class SuiteRunner:
     def __init__(self, suite_path: str | Path, db: str | Path | Store, data_dir=None,
-                 log: Callable[[str], None] = print, progress_factory=None, overrides: dict | None = None):
+                 log: Callable[[str], None] = print, progress_factory=None, overrides: dict | None = None,
+                 plan_only: bool = False):
         """Validates the suite and loads its data up front; the store is opened only when
-        something is read or written, so bad input leaves no file behind."""
+        something is read or written, so bad input leaves no file behind.
+
+        `plan_only` (`--dry-run`, `harness plan`): nothing is installed, converted, downloaded or
+        written. The base model is hashed only if its files are on this machine; if not, the
+        trained points' keys stay None, every step plans as 'will run', `model_note` says why, and
+        `run()` would materialise the model and compute the keys first. Otherwise the model is
+        materialised (or downloaded) here, as the keys need its fingerprint."""
         self.suite_path = Path(suite_path)
         self.suite = load_suite(suite_path, overrides)
         # `dtype: auto` becomes concrete here, once, before any key is computed
@@ -137,7 +147,11 @@ class SuiteRunner:
         self.data_dir = resolve_data_dir(data_dir)
         self.task = get_task(self.suite.task.name, "task.name")
         self.data = load_data(self.suite, self.data_dir)
-        self.points = build_points(self.suite, self.data, self.db_path.parent / "checkpoints")
+        self.model_hash = local_fingerprint(self.suite.model) if plan_only else fingerprint(self.suite.model)
+        self.model_note = (None if self.model_hash is not None else
+                           f"{not_local_reason(self.suite.model)}; keys are computed when the run starts")
+        self.points = build_points(self.suite, self.data, self.db_path.parent / "checkpoints", self.model_hash)
+        self._plan_fps: dict[str, str | None] = {}
         n_train = len(self.data.train.records)
         for p in self.points:  # found at --dry-run, not after the base model's evaluations have run
             if p.cfg is not None and n_train < p.cfg.batch_size:
@@ -172,6 +186,15 @@ class SuiteRunner:
                 raise ConfigError(f"{self.suite_path}: {_setting_origin(self.suite, p, 'lora_targets')}: {problem}")
         return f"LoRA targets: checked against the module names of {self.suite.model}"
 
+    def ensure_keys(self) -> None:
+        """Key the trained points if a plan-only runner could not (the model was not on this machine):
+        materialises or downloads the model, as a run must."""
+        if self.model_hash is None:
+            self.model_hash = fingerprint(self.suite.model)
+            self.points = build_points(self.suite, self.data, self.db_path.parent / "checkpoints", self.model_hash)
+            self.model_note = None
+            self._plan_fps.clear()
+
     @property
     def store(self) -> Store:
         if self._store is None:
@@ -195,15 +218,22 @@ class SuiteRunner:
                            device=self.suite.device, task=self.task, demonstrations=self.suite.task.demonstrations)
 
     # ------------------------------------------------------------------ plan
+    def _local_fp(self, spec: str) -> str | None:
+        """`local_fingerprint` once per spec: a plan never materialises, downloads or writes."""
+        if spec not in self._plan_fps:
+            self._plan_fps[spec] = self.model_hash if spec == self.suite.model else local_fingerprint(spec)
+        return self._plan_fps[spec]
+
     def plan(self) -> list[dict]:
-        """What would run: one row per step, with whether it is cached."""
+        """What would run: one row per step, with whether it is cached. Reads only what is on this
+        machine (see `plan_only`): a model that is not there plans every step as 'will run'."""
         rows = []
         for p in self.points:
             if p.cfg is not None:
                 rows.append({"point": p.name, "step": f"train {p.method}",
                              "cached": _trained(p), "key": p.train_key})
             trained_or_fixed = p.cfg is None or _trained(p)
-            mh = fingerprint(self.spec_of(p)) if trained_or_fixed else None
+            mh = self._local_fp(self.spec_of(p)) if trained_or_fixed else None
             splits = ["test"] + (["validation"] if self.data.validation is not None and p.cfg is not None else [])
             for split in splits:
                 cached = mh is not None and self.store.get_eval(task_eval_key(self.task_request(p, split), mh)) is not None
@@ -213,20 +243,20 @@ class SuiteRunner:
                              "cached": mh is not None and self._prior_cached(p, mh)})
             if self.suite.drift_probe is not None and p.cfg is not None:
                 rows.append({"point": p.name, "step": "drift probe",
-                             "cached": mh is not None and self.store.get_eval(self._drift_key(p)) is not None})
+                             "cached": mh is not None and self.store.get_eval(self._drift_key(p, mh)) is not None})
         return rows
 
-    def prior_model_hash(self, spec: str) -> str:
-        """Weights fingerprint plus how they are loaded (dtype, adapters merged) — all of which
-        change lm-eval's numbers."""
+    def prior_model_hash(self, spec: str, weights_fp: str | None = None) -> str:
+        """Weights fingerprint (`weights_fp` when the caller has it, e.g. a plan's local one) plus
+        how they are loaded (dtype, adapters merged) — all of which change lm-eval's numbers."""
         from .hashing import hash_obj
 
-        return hash_obj([fingerprint(spec), self.suite.dtype, "merged-adapter"])
+        return hash_obj([weights_fp or fingerprint(spec), self.suite.dtype, "merged-adapter"])
 
     def _prior_cached(self, p: Point, model_hash: str) -> bool:
         from .prior.evaluate import plan_keys
 
-        keys = plan_keys(self.prior_model_hash(self.spec_of(p)), **self._prior_kwargs())
+        keys = plan_keys(self.prior_model_hash(self.spec_of(p), model_hash), **self._prior_kwargs())
         return all(self.store.get_eval(k) is not None for k in keys.values())
 
     def _prior_kwargs(self) -> dict:
@@ -274,11 +304,14 @@ class SuiteRunner:
         return evaluate_prior(load, None, model_label=p.name, store=self.store, model_hash=mh,
                               batch_size=pr.batch_size, run_id=run_id, **self._prior_kwargs())
 
-    def _drift_key(self, p: Point) -> str:
+    def _drift_key(self, p: Point, model_hash: str) -> str:
+        """The drift probe's key for a trained point whose weights hash to `model_hash` (for plans:
+        the base model's hash is then known too, as the point's key needed it)."""
         from .drift_probe import probe_items, probe_key
 
         dp = self.suite.drift_probe
-        return probe_key(self.prior_model_hash(self.suite.model), self.prior_model_hash(self.spec_of(p)),
+        return probe_key(self.prior_model_hash(self.suite.model, self.model_hash),
+                         self.prior_model_hash(self.spec_of(p), model_hash),
                          probe_items(self.data_dir, dp.n_per_source), dp.new_tokens)
 
     def eval_drift(self, p: Point, run_id: str) -> dict:
@@ -310,6 +343,7 @@ class SuiteRunner:
         from .models import check_device
 
         check_device(self.suite.device)  # before the run row: a GPU suite on a CPU box fails in one line
+        self.ensure_keys()
         if self.suite.threads:
             torch.set_num_threads(self.suite.threads)
         t0 = time.perf_counter()

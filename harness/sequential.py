@@ -31,7 +31,7 @@ from .continual import RUN_KIND as KIND, outcomes_from_run as outcomes  # noqa: 
 from .errors import ConfigError
 from .evaluate import EvalRequest, eval_key as task_eval_key, evaluate, hf_backend_factory
 from .generation import GenerationSettings
-from .models import fingerprint
+from .models import fingerprint, local_fingerprint, not_local_reason
 from .paths import data_dir as resolve_data_dir
 from .precision import resolve_dtype
 from .stages import stage_chain_keys, stage_config
@@ -59,15 +59,16 @@ class StageData:
 
 @dataclass
 class StagePoint:
-    """One trained stage of one (arm, seed) chain."""
+    """One trained stage of one (arm, seed) chain. `key` and `checkpoint` are None in a plan whose
+    base model is not on this machine (the chain keys start from its fingerprint)."""
 
     arm: str
     method: str
     seed: int
     stage: int
     cfg: TrainConfig
-    key: str
-    checkpoint: Path
+    key: str | None
+    checkpoint: Path | None
     evals: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -80,6 +81,8 @@ class StagePoint:
         return self.checkpoint / "merged"
 
     def trained(self) -> bool:
+        if self.checkpoint is None:
+            return False
         marker = self.checkpoint / STAGE_MARKER
         try:
             return (json.loads(marker.read_text()).get("key") == self.key
@@ -97,10 +100,16 @@ def is_sequential(path: str | Path) -> bool:
 
 class SequentialRunner:
     """Validates the suite and loads every stage's data up front; the store is opened only when
-    something is read or written, so bad input leaves no file behind."""
+    something is read or written, so bad input leaves no file behind.
+
+    `plan_only` (`--dry-run`): nothing is installed, converted, downloaded or written. The base
+    model is hashed only if its files are on this machine; if not, the chain keys stay None, every
+    step plans as 'will run', `model_note` says why, and `run()` would materialise the model and
+    compute the keys first. Otherwise the model is materialised (or downloaded) here."""
 
     def __init__(self, suite_path: str | Path, db: str | Path | Store, data_dir=None,
-                 log: Callable[[str], None] = print, progress_factory=None, overrides: dict | None = None):
+                 log: Callable[[str], None] = print, progress_factory=None, overrides: dict | None = None,
+                 plan_only: bool = False):
         self.suite_path = Path(suite_path)
         self.suite: Suite = load_suite(suite_path, overrides)
         if not self.suite.stages:
@@ -112,6 +121,9 @@ class SequentialRunner:
         self.data_dir = resolve_data_dir(data_dir)
         self.log, self.progress_factory = log, progress_factory
         self.stages = [self._load_stage(j) for j in range(len(self.suite.stages))]
+        self.base_hash = local_fingerprint(self.suite.model) if plan_only else fingerprint(self.suite.model)
+        self.model_note = (None if self.base_hash is not None else
+                           f"{not_local_reason(self.suite.model)}; keys are computed when the run starts")
         self.points = self._build_chains(self.db_path.parent / "checkpoints")
 
     # ------------------------------------------------------------------ set-up
@@ -127,8 +139,9 @@ class SequentialRunner:
                          st.batch_size, st.teacher_template, st.demonstrations, st.test.split)
 
     def _build_chains(self, ckpt_root: Path) -> list[StagePoint]:
+        """Every (arm, seed) chain of stages, keyed from `self.base_hash` (None: keys unknown, and
+        every stage's `cfg.model` stays the base model until the run keys them)."""
         suite = self.suite
-        base_hash = fingerprint(suite.model)
         points = []
         for arm_name, arm in suite.arms.items():
             if arm.method not in ("sft", "sdft"):
@@ -147,14 +160,25 @@ class SequentialRunner:
                                           f"records, fewer than one batch (train.batch_size {cfg.batch_size})")
                     own.append(cfg.key(data.train.data_hash, ""))
                     cfgs.append(cfg)
+                if self.base_hash is None:
+                    points += [StagePoint(arm_name, arm.method, seed, j, cfg, None, None) for j, cfg in enumerate(cfgs)]
+                    continue
                 prev_dir = None
-                for j, (cfg, key) in enumerate(zip(cfgs, stage_chain_keys(base_hash, own))):
+                for j, (cfg, key) in enumerate(zip(cfgs, stage_chain_keys(self.base_hash, own))):
                     if prev_dir is not None:  # trains from the previous stage's merged weights
                         cfg = dataclasses.replace(cfg, model=str(prev_dir))
                     p = StagePoint(arm_name, arm.method, seed, j, cfg, key, ckpt_root / key)
                     points.append(p)
                     prev_dir = p.model_dir
         return points
+
+    def ensure_keys(self) -> None:
+        """Key the chains if a plan-only runner could not (the model was not on this machine):
+        materialises or downloads the model, as a run must."""
+        if self.base_hash is None:
+            self.base_hash = fingerprint(self.suite.model)
+            self.points = self._build_chains(self.db_path.parent / "checkpoints")
+            self.model_note = None
 
     @property
     def store(self) -> Store:
@@ -172,17 +196,20 @@ class SequentialRunner:
 
     # ------------------------------------------------------------------ plan
     def plan(self) -> list[dict]:
+        """What would run, one row per step, with whether it is cached; reads only what is on this
+        machine (see `plan_only`)."""
         rows = []
-        base_hash = fingerprint(self.suite.model)
+        base_hash = self.base_hash
         for arm in dict.fromkeys(["base"] + self._fixed_arms()):
             for data in self.stages:
-                cached = self.store.get_eval(task_eval_key(self._request(data, arm), base_hash)) is not None
+                cached = (base_hash is not None
+                          and self.store.get_eval(task_eval_key(self._request(data, arm), base_hash)) is not None)
                 rows.append({"point": arm, "step": f"{data.task.name} test", "cached": cached})
         for p in self.points:
             trained = p.trained()
             rows.append({"point": p.name, "step": f"train {p.method} on {self.stages[p.stage].name}",
                          "cached": trained, "key": p.key})
-            mh = fingerprint(str(p.model_dir)) if trained else None
+            mh = local_fingerprint(str(p.model_dir)) if trained else None
             for data in self.stages:
                 cached = mh is not None and self.store.get_eval(task_eval_key(self._request(data), mh)) is not None
                 rows.append({"point": p.name, "step": f"{data.task.name} test", "cached": cached})
@@ -242,6 +269,7 @@ class SequentialRunner:
         from .models import check_device
 
         check_device(self.suite.device)
+        self.ensure_keys()
         if self.suite.threads:
             torch.set_num_threads(self.suite.threads)
         t0 = time.perf_counter()

@@ -254,3 +254,121 @@ def test_eval_prior_with_no_benchmark_in_the_average_succeeds(tmp_path, tiny_mod
     assert rc == 0 and not err, err
     assert "none of these benchmarks counts toward the paper's average" in out
     assert [r["status"] for r in Store(tmp_path / "h.db").list_runs()] == ["complete"]
+
+
+@pytest.fixture()
+def nothing_fetched(tmp_path, monkeypatch):
+    """An empty HARNESS_CACHE (its path, to be left absent), and every way of installing, converting or
+    downloading a model made to fail: a plan must not call them. `dtype: auto`'s CPU probe caches its
+    measurement in HARNESS_CACHE too, so HARNESS_DTYPE stands in for it."""
+    import huggingface_hub
+
+    import harness.models
+
+    def forbidden(*a, **k):
+        raise AssertionError(f"a plan installed, converted or downloaded a model ({a})")
+
+    def snapshot(repo_id, *a, local_files_only=False, **k):
+        if not local_files_only:
+            forbidden(repo_id)
+        raise FileNotFoundError(f"{repo_id}: not in the local cache")  # what an empty hub cache says
+
+    for name in ("materialise", "install_packages", "hub_snapshot"):
+        monkeypatch.setattr(harness.models, name, forbidden)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    monkeypatch.setenv("HARNESS_DTYPE", "float32")
+    return cache
+
+
+NOT_HERE = [
+    ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct is not materialised on this machine: "
+     "`harness models pull qwen2.5-coder-0.5b-instruct` installs it; keys are computed when the run starts"),
+    ("example-org/not-cached", "example-org/not-cached is not in the local Hugging Face cache: "
+     "`hf download example-org/not-cached` fetches it; keys are computed when the run starts"),
+]
+
+
+@pytest.mark.parametrize("suite_name", ["ci-tiny.yaml", "ci-tiny-sequential.yaml"])
+@pytest.mark.parametrize("model,line", NOT_HERE, ids=["alias", "hub-id"])
+def test_a_plan_for_a_model_not_on_this_machine_fetches_and_writes_nothing(
+        tmp_path, data_dir, capsys, monkeypatch, nothing_fetched, suite_name, model, line):
+    """`run --dry-run` (and `plan`, for a single-task suite) of a suite whose model would have to be
+    pip-installed and converted, or downloaded: every step 'will run', one line says why, exit 0,
+    and no model cache, fingerprint memo or store appears."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "s.yaml"
+    suite.write_text((REPO / "suites" / suite_name).read_text().replace(
+        "suite: suites/prior-quick.yaml", f"suite: {REPO / 'suites/prior-quick.yaml'}"))
+    db = tmp_path / "h.db"
+    rc, out, err = _cli(["run", "--dry-run", suite, "--model", model, "--data-dir", data_dir, "--db", db], capsys)
+    assert rc == 0, err
+    assert line in out.splitlines(), out
+    n = re.search(r"^(\d+) of (\d+) steps will run$", out, re.M)
+    assert n and n.group(1) == n.group(2) and not re.search(r"│ cached\s*│", out), out
+    if suite_name == "ci-tiny.yaml":
+        rc, out, err = _cli(["plan", suite, "--model", model, "--data-dir", data_dir, "--db", db], capsys)
+        assert rc == 0 and line in out.splitlines() and "planned comparisons" in out, err
+    assert not nothing_fetched.exists() and not db.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_a_plan_for_a_local_model_computes_keys_and_writes_no_memo(tmp_path, tiny_model_dir, data_dir, capsys,
+                                                                   monkeypatch, nothing_fetched):
+    """A model folder on this machine is hashed as a run hashes it (the keys, hence what is cached,
+    are those of a run) without writing the fingerprint memo, and no 'not on this machine' line.
+    (The prior suite's prepared data and task files, content-addressed, may appear in the cache.)"""
+    from harness.pipeline import SuiteRunner
+
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "s.yaml"
+    suite.write_text((REPO / "suites/ci-tiny.yaml").read_text().replace(
+        "suite: suites/prior-quick.yaml", f"suite: {REPO / 'suites/prior-quick.yaml'}"))
+    rc, out, err = _cli(["run", "--dry-run", suite, "--model", tiny_model_dir, "--data-dir", data_dir,
+                         "--db", tmp_path / "h.db"], capsys)
+    assert rc == 0 and "steps will run" in out and "keys are computed when the run starts" not in out, err
+    planned = SuiteRunner(suite, tmp_path / "h.db", data_dir, overrides={"model": str(tiny_model_dir)},
+                          plan_only=True)
+    assert not (nothing_fetched / "fingerprints.json").exists() and not (nothing_fetched / "models").exists()
+    ran = SuiteRunner(suite, tmp_path / "h.db", data_dir, overrides={"model": str(tiny_model_dir)})
+    assert planned.model_note is None and planned.model_hash == ran.model_hash
+    assert [p.train_key for p in planned.points] == [p.train_key for p in ran.points]
+    assert sum(p.train_key is not None for p in ran.points) == 3
+
+
+def test_a_plan_only_runner_keys_its_points_when_asked_to_run(tmp_path, tiny_model_dir, data_dir, monkeypatch):
+    """Keys left unknown by a plan (the model was not on this machine) are computed before a run,
+    and are exactly those of a runner built to run, for single-task and sequential suites alike."""
+    import harness.pipeline
+    import harness.sequential
+    from harness.pipeline import SuiteRunner
+    from harness.sequential import SequentialRunner
+
+    monkeypatch.chdir(tmp_path)
+    single = tmp_path / "s.yaml"
+    single.write_text((REPO / "suites/ci-tiny.yaml").read_text().replace(
+        "suite: suites/prior-quick.yaml", f"suite: {REPO / 'suites/prior-quick.yaml'}"))
+    seq = REPO / "suites/ci-tiny-sequential.yaml"
+    kw = {"data_dir": data_dir, "overrides": {"model": str(tiny_model_dir)}, "log": lambda m: None}
+    for mod in (harness.pipeline, harness.sequential):
+        monkeypatch.setattr(mod, "local_fingerprint", lambda spec: None)  # as if the model were not here
+    for cls, path in ((SuiteRunner, single), (SequentialRunner, seq)):
+        planned = cls(path, tmp_path / "h.db", plan_only=True, **kw)
+        keys = [getattr(p, "train_key", getattr(p, "key", None)) for p in planned.points]
+        assert planned.model_note and all(k is None for k in keys) and planned.plan()
+        assert all(not r["cached"] for r in planned.plan())
+        planned.ensure_keys()
+        ran = cls(path, tmp_path / "h.db", **kw)
+        assert planned.model_note is None and planned.points == ran.points
+    assert not (tmp_path / "h.db").exists()
+
+
+def test_plan_of_a_sequential_suite_says_what_to_use_instead(tmp_path, tiny_model_dir, capsys):
+    suite = REPO / "suites/ci-tiny-sequential.yaml"
+    rc, _, err = _cli(["plan", suite, "--model", tiny_model_dir, "--db", tmp_path / "h.db"], capsys)
+    assert rc == 2 and err == [f"error: {suite}: stages: `harness plan` sizes the comparisons of a single-task "
+                               f"suite; `harness run {suite} --dry-run` shows a sequential suite's plan"]
+    assert not (tmp_path / "h.db").exists()

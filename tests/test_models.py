@@ -73,6 +73,46 @@ def test_a_hub_id_loads_from_the_snapshot_it_was_fingerprinted_by(monkeypatch, m
     assert asked and all(a == ("org/tiny", True) for a in asked)  # the cached snapshot, no hub request
 
 
+def test_local_fingerprint_is_the_runs_fingerprint_or_none_and_fetches_nothing(tmp_path, monkeypatch, model_copy):
+    """What a plan hashes (`local_fingerprint`) equals what a run hashes (`fingerprint`) for a folder, a
+    materialised alias, a cached hub snapshot and an adapter on one; it is None, with one line saying
+    why, where a run would have to install, convert or download; and it writes no memo."""
+    import huggingface_hub
+
+    import harness.models as M
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    for name in ("install_packages", "_assemble_gguf"):  # `materialise` of a materialised alias calls neither
+        monkeypatch.setattr(M, name, lambda *a, **k: pytest.fail("installed or converted a model"))
+    cached = {}
+
+    def snapshot(repo_id, local_files_only=False, **kw):
+        if repo_id in cached:
+            return str(cached[repo_id])
+        if not local_files_only:
+            pytest.fail(f"downloaded {repo_id}")
+        raise FileNotFoundError(repo_id)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    alias = M.SMOKE_MODEL
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": alias}))
+    missing = f"{alias} is not materialised on this machine: `harness models pull {alias}` installs it"
+    for spec, why in ((alias, missing), (str(adapter), missing),
+                      ("org/tiny", "org/tiny is not in the local Hugging Face cache: `hf download org/tiny` fetches it")):
+        assert M.local_fingerprint(spec) is None and M.not_local_reason(spec) == why
+    shutil.copytree(model_copy, M.alias_dir(alias))
+    assert M.local_fingerprint(alias) is None  # no marker: `materialise` would rebuild this folder
+    (M.alias_dir(alias) / M.MATERIALISED_MARKER).write_text("{}")
+    cached["org/tiny"] = model_copy
+    specs = (str(model_copy), alias, "org/tiny", str(adapter))
+    local = [M.local_fingerprint(s) for s in specs]
+    assert not (cache / "fingerprints.json").exists() and all(M.not_local_reason(s) is None for s in specs)
+    assert local == [fingerprint(s) for s in specs] and None not in local
+
+
 def test_check_device_names_the_problem_in_one_line():
     import torch
 
