@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
-from .claims import DEFAULT_MARGINS, HIERARCHICAL, _row, power_terms, seed_agreement, sign_verdict
+from .claims import (CONTRADICTED, DEFAULT_MARGINS, HIERARCHICAL, INCONCLUSIVE, SUPPORTED, _row, power_terms,
+                     seed_agreement, sign_verdict)
 from .paper import PAPER_LABEL
 
 __all__ = ["BASE_STAGE", "SequenceOutcomes", "Cell", "Estimate", "Transfer", "Normalised", "bwt", "fwt",
@@ -426,6 +427,12 @@ def retention_claim(data: SequenceOutcomes, ref: str = "sft", arm: str = "sdft",
         mc = c["mcnemar"]
         extra = (f"; items forgotten (right after their stage, wrong at the end) under {arm} only {mc['n01']}, "
                  f"under {ref} only {mc['n10']}, exact McNemar p {mc['p']:.3g}")
+        # With few discordant items a percentile bootstrap interval can exclude 0 while the exact
+        # test cannot reject: a direction is claimed only when both agree.
+        if verdict in (SUPPORTED, CONTRADICTED) and not mc["p"] < 1 - conf:
+            verdict = INCONCLUSIVE
+            extra += (f"; the bootstrap interval excludes 0 but the exact McNemar test does not reject at "
+                      f"{100 * (1 - conf):.0f}%, so no direction is claimed")
     earlier = ", ".join(data.tasks[:-1])
     mde, need = power_terms(c["power_parts"], margin)
     row.update(measured=c["diff"], lo=c["lo"], hi=c["hi"], p=c["p"], n=c["n_items"], test=c["test"],

@@ -135,6 +135,22 @@ def test_compare_bwt_is_the_difference_of_the_methods_bwt_with_mcnemar_on_forget
     assert "sft only 2" in row["note"] and row["mde"] > 0
 
 
+def test_a_direction_needs_the_exact_test_too():
+    """The sequential-quick run's shape: 30 items, SDFT forgets 5 that SFT keeps and SFT forgets none.
+    The percentile bootstrap interval of the difference excludes 0, but the exact McNemar test on
+    5 discordant items cannot reject (p = 0.0625): no direction may be claimed."""
+    right, forgot = "1" * 30, "0" * 5 + "1" * 25
+    base = "0" * 30
+    d = _data({("sft", 0, "tool", -1): base, ("sft", 0, "tool", 0): right, ("sft", 0, "tool", 1): right,
+               ("sdft", 0, "tool", -1): base, ("sdft", 0, "tool", 0): right, ("sdft", 0, "tool", 1): forgot,
+               ("sft", 0, "sci", -1): base, ("sft", 0, "sci", 0): base, ("sft", 0, "sci", 1): base,
+               ("sdft", 0, "sci", -1): base, ("sdft", 0, "sci", 0): base, ("sdft", 0, "sci", 1): base})
+    c = CL.compare_bwt(d, n_boot=4000)
+    assert c["hi"] < 0 and c["mcnemar"]["p"] == pytest.approx(0.0625)
+    row = CL.retention_claim(d, n_boot=4000)
+    assert row["verdict"] == C.INCONCLUSIVE and "exact McNemar test does not reject" in row["note"]
+
+
 def test_claim_is_not_measured_without_both_methods():
     row = CL.retention_claim(_data(_one_seed("sft")))
     assert row["verdict"] == C.NOT_MEASURED and "needs sft and sdft" in row["note"]
