@@ -6,8 +6,9 @@
 Old: `greedy_pruned` over length-sorted, left-padded batches of `--batch` (the backend until
 `greedy_shared`). New: `greedy_shared` (each API's documentation prefilled once, finished rows
 replaced by waiting prompts). Both get the same token ids (chat template applied), in chunks of
-`--chunk` prompts per call as `evaluate()` hands them to the backend (its default chunk is the batch
-size; `--chunk 0` passes all items in one call, the most prefix sharing and slot refill can give).
+`--chunk` prompts per call as `evaluate()` hands them to the backend (default: its chunk,
+`evaluate.COMMIT_BATCHES` x the batch size; `--chunk 0` passes all items in one call, the most prefix
+sharing and slot refill can give).
 Prints, per arm, each wall-clock, tokens/s, new/old speed ratio, prompt tokens prefilled by each
 (unique prefill), and how many items got identical token ids, listing any item that differs with the
 first step where it does. Greedy outputs of the two can differ only where floating-point reordering
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=68)
     ap.add_argument("--new-tokens", type=int, default=192)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=None, help="prompts per decoder call (default: --batch; 0: all)")
+    ap.add_argument("--chunk", type=int, default=None, help="prompts per decoder call (default: evaluate's, COMMIT_BATCHES x --batch; 0: all)")
     ap.add_argument("--arms", default="base,teacher")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=2)
@@ -49,7 +50,9 @@ def main() -> None:
     recs = tu.load_tooluse(tu.resolve_split("paper68", data_dir())).records[: a.items]
     model, tok = load_model(a.model, dtype=a.dtype)
     eos = model.generation_config.eos_token_id
-    chunk = a.batch if a.chunk is None else (a.chunk or len(recs))
+    from harness.evaluate import COMMIT_BATCHES
+
+    chunk = COMMIT_BATCHES * a.batch if a.chunk is None else (a.chunk or len(recs))
     report = {"model": a.model, "dtype": a.dtype, "items": len(recs), "new_tokens": a.new_tokens,
               "batch": a.batch, "chunk": chunk, "threads": a.threads, "arms": {}}
     for arm in arms:
