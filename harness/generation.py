@@ -149,8 +149,8 @@ def _eos_set(eos_token_id) -> set[int]:
 
 
 def _pruned_decode(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id, pick) -> list[list[int]]:
-    """The row-pruning loop shared by greedy and sampled decoding; `pick(logits [rows, vocab])` chooses
-    each alive row's next token."""
+    """The row-pruning loop shared by greedy and sampled decoding; `pick(logits [alive, vocab], alive)`
+    chooses the next token of each alive row (`alive` holds their indices in the input batch)."""
     import torch
     from transformers import DynamicCache
 
@@ -168,7 +168,7 @@ def _pruned_decode(model, input_ids, attention_mask, max_new_tokens: int, eos_to
                    **{cache_kw: cache}, logits_to_keep=1).logits[:, -1]
     next_pos = pos[:, -1:] + 1
     for step in range(max_new_tokens):
-        tok = pick(logits)
+        tok = pick(logits, alive)
         keep = []
         for j, (r, t) in enumerate(zip(alive, tok.tolist())):
             out[r].append(t)
@@ -202,11 +202,12 @@ def greedy_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_tok
     Returns each row's new token ids, EOS included when it was produced.
     """
     return _pruned_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
-                          lambda logits: logits.argmax(-1))
+                          lambda logits, alive: logits.argmax(-1))
 
 
 def sample_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id, *, temperature: float,
-                  top_p: float, top_k: int | None = None, generator=None) -> list[list[int]]:
+                  top_p: float, top_k: int | None = None, generator=None,
+                  row_generators=None) -> list[list[int]]:
     """Ancestral sampling from the policy itself, dropping each row once it emits EOS (as `greedy_pruned`).
 
     Only temperature, top-k and top-p shape the distribution (transformers' own warpers, in the order
@@ -217,6 +218,10 @@ def sample_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_tok
     `generate` does, so with the global RNG (`generator=None`) seeded the same way the samples equal
     `generate`'s while no row has finished; after a row finishes `generate` keeps drawing for it and
     this loop does not, so the random streams (and later tokens) diverge from there.
+    `row_generators` (one `torch.Generator` per input row) gives each row its own random stream
+    instead: a row's samples then depend on its prompt and its generator only, not on which other
+    rows share its batch or when they finish, so SDFT can sample a whole step's rollouts in one
+    batch and still draw what one micro-batch at a time, or another process split, would draw.
     Returns each row's new token ids, EOS included when it was produced.
     """
     import torch
@@ -235,12 +240,21 @@ def sample_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_tok
     if top_p < 1.0:
         warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
 
-    def pick(logits):
+    if row_generators is not None:
+        if generator is not None:
+            raise ValueError("sample_pruned: pass generator or row_generators, not both")
+        if len(row_generators) != input_ids.shape[0]:
+            raise ValueError(f"sample_pruned: {len(row_generators)} row generators for {input_ids.shape[0]} rows")
+
+    def pick(logits, alive):
         scores = logits.to(dtype=torch.float32, copy=True)
         for w in warpers:
             scores = w(None, scores)
         probs = torch.nn.functional.softmax(scores, dim=-1)
-        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        if row_generators is None:
+            return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        return torch.cat([torch.multinomial(probs[j:j + 1], num_samples=1, generator=row_generators[r]).squeeze(1)
+                          for j, r in enumerate(alive)])
 
     return _pruned_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pick)
 

@@ -50,7 +50,7 @@ def test_sdft_zero_when_contexts_identical_and_no_grad_to_teacher(tiny_model_dir
     for e in exs:
         e.teacher_ids = list(e.student_ids)
     # give the student a non-zero adapter so that 'frozen' differs from the student unless contexts match
-    comp, cmask = run.rollouts(exs, seed=1)
+    comp, cmask = run.rollouts(exs, seeds=[1] * len(exs))
     loss, per_tok, mask = run.divergence_loss(exs, comp, cmask)
     assert abs(loss.item()) < 1e-6
     loss.backward()

@@ -69,7 +69,7 @@ def _perturbed(run):
 def _loss_and_grads(run, method):
     exs = run.examples[:2]
     if method == "sdft":
-        comp, cmask = run.rollouts(exs, seed=3)
+        comp, cmask = run.rollouts(exs, seeds=[3] * len(exs))
         loss, _, _ = run.divergence_loss(exs, comp, cmask)
     else:
         loss, comp, cmask = run.sft_loss(exs)

@@ -28,13 +28,14 @@ def pollute_generation_config(run):
     gc.min_new_tokens = 5
 
 
-def manual_samples(run, exs, seed):
-    """Reference sampler: full forward each step (no cache), last-position logits, only the
-    configured temperature/top-k/top-p warpers, one multinomial draw per step over the rows that
-    have not ended (a row ends at its first EOS, which it keeps); right-padded with a length mask."""
+def manual_samples(run, exs, seeds):
+    """Reference sampler: each row on its own (no batch, no cache), full forward each step,
+    last-position logits, only the configured temperature/top-k/top-p warpers, one multinomial draw
+    per step from the row's own generator seeded with its seed (a row ends at its first EOS, which it
+    keeps); right-padded with a length mask."""
     from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-    from harness.train.batches import left_pad, right_pad
+    from harness.train.batches import right_pad
 
     cfg, pad = run.cfg, run.tok.pad_token_id
     warpers = []
@@ -45,21 +46,19 @@ def manual_samples(run, exs, seed):
     if cfg.top_p < 1.0:
         warpers.append(TopPLogitsWarper(cfg.top_p))
     out = [[] for _ in exs]
-    alive = list(range(len(exs)))
-    torch.manual_seed(seed)
     model = run.model.eval()
     with torch.no_grad():
-        for _ in range(cfg.max_rollout_tokens or cfg.max_completion_tokens):
-            ids, mask = left_pad([exs[r].student_ids + out[r] for r in alive], pad)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits[:, -1].float()
-            for w in warpers:
-                logits = w(ids, logits)
-            nxt = torch.multinomial(torch.softmax(logits, -1), 1)[:, 0].tolist()
-            for r, t in zip(alive, nxt):
+        for r, (ex, seed) in enumerate(zip(exs, seeds)):
+            g = torch.Generator().manual_seed(seed)
+            for _ in range(cfg.max_rollout_tokens or cfg.max_completion_tokens):
+                ids = torch.tensor([ex.student_ids + out[r]])
+                logits = model(input_ids=ids).logits[:, -1].float()
+                for w in warpers:
+                    logits = w(ids, logits)
+                t = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=g)[0, 0])
                 out[r].append(t)
-            alive = [r for r, t in zip(alive, nxt) if t not in run.eos_ids]
-            if not alive:
-                break
+                if t in run.eos_ids:
+                    break
     model.train()
     return right_pad(out, pad)
 
@@ -70,13 +69,32 @@ def test_rollouts_are_policy_samples_whatever_the_generation_config(tiny_model_d
     exs = run.examples[:3]
     pollute_generation_config(run)
     run.eos_ids = run.eos_ids | set(range(300, 420))  # rows end at different steps: pruning is exercised
-    comp, cmask = run.rollouts(exs, seed=7)
-    ref, ref_mask = manual_samples(run, exs, seed=7)
+    comp, cmask = run.rollouts(exs, seeds=[7, 8, 9])
+    ref, ref_mask = manual_samples(run, exs, seeds=[7, 8, 9])
     assert torch.equal(comp, ref) and torch.equal(cmask, ref_mask)
     assert 0 < cmask.sum() < cmask.numel()  # some row ended early: the pruned path was exercised
     # the model's own config is left as it was (the swap is undone)
     assert run.model.get_base_model().generation_config.repetition_penalty == 3.0
 
+
+
+def test_a_steps_rollouts_do_not_depend_on_how_it_is_split_into_micro_batches(tiny_model_dir, tmp_path):
+    """Each row draws from its own stream seeded by (seed, step, row): sampling the step's four
+    rows in one batch gives what one micro-batch at a time, or one row at a time, would give."""
+    got = {}
+    for mb in (1, 2, 4):
+        run = make_run(tiny_model_dir, tmp_path / str(mb), method="sdft", max_completion_tokens=10, batch_size=4,
+                       micro_batch_size=mb, temperature=1.0)
+        run.eos_ids = run.eos_ids | set(range(300, 420))  # rows end at different steps
+        micro = run.my_micro_batches(1)
+        seeds = run.row_seeds(1, micro)
+        rows = []
+        for c, m in run.step_rollouts(micro, seeds):
+            assert m.sum(1).max() == m.shape[1]  # each micro-batch trimmed to its own longest row
+            rows += [c[i, :int(m[i].sum())].tolist() for i in range(len(c))]
+        got[mb] = (rows, [s for r in seeds for s in r])
+    assert got[1] == got[2] == got[4]
+    assert len(set(map(tuple, got[1][0]))) > 1 and len(set(got[1][1])) == 4   # distinct rows, distinct seeds
 
 def test_rollouts_sample_with_only_the_configured_warpers(tiny_model_dir, tmp_path, monkeypatch):
     """The rollout path is `sample_pruned` with the configured settings, and never `generate`,
@@ -97,7 +115,8 @@ def test_rollouts_sample_with_only_the_configured_warpers(tiny_model_dir, tmp_pa
     monkeypatch.setattr(gen, "sample_pruned", spy)
     monkeypatch.setattr(GenerationMixin, "_get_logits_processor",
                         lambda *a, **kw: pytest.fail("rollouts went through generate's processor list"))
-    run.rollouts(run.examples[:2], seed=1)
+    run.rollouts(run.examples[:2], seeds=[1] * len(run.examples[:2]))
+    assert len(calls) == 1 and len(calls[0].pop("row_generators")) == 2   # one random stream per row
     assert calls == [dict(temperature=0.7, top_p=0.9, top_k=5)]
 
 
@@ -171,7 +190,7 @@ def test_teacher_and_drift_forwards_run_in_eval_mode_and_restore_train(tiny_mode
     decoder = run.model.get_decoder()
     hook = decoder.register_forward_pre_hook(lambda m, a: seen.append(m.training))
     exs = run.examples[:2]
-    comp, cmask = run.rollouts(exs, seed=3)
+    comp, cmask = run.rollouts(exs, seeds=[3] * len(exs))
     run.model.train()
     seen.clear()
     run.divergence_loss(exs, comp, cmask)
@@ -278,3 +297,31 @@ def test_profile_step_script_prints_every_phase_for_both_methods(tiny_model_dir,
         assert label in text
     rows = json.loads(out.read_text())
     assert rows["sdft"][1]["drift_s"] > 0 and rows["sdft"][1]["gen_s"] > 0 and rows["sft"][1]["gen_s"] == 0
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_bf16_rollouts_through_the_head_copy_equal_autocasts_own_cast(tiny_model_dir, tmp_path, lora, monkeypatch):
+    """Under bf16 autocast, sampling through the cached bf16 head gives the tokens autocast's per-call
+    cast of the fp32 head gives, and the head is restored afterwards (still the fp32 parameter)."""
+    from contextlib import nullcontext
+
+    from harness.train.loop import Run
+
+    run = make_run(tiny_model_dir, tmp_path, method="sdft", max_completion_tokens=12, bf16=True, lora=lora)
+    run.eos_ids = run.eos_ids | set(range(300, 420))
+    exs = run.examples[:3]
+    head = run.model.get_output_embeddings()
+    calls = []
+    real = torch.nn.functional.linear
+
+    def spy(x, w, b=None):
+        calls.append((w.dtype, tuple(w.shape)))
+        return real(x, w, b)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", spy)
+    fast = run.rollouts(exs, seeds=[4, 5, 6])
+    assert (torch.bfloat16, tuple(head.weight.shape)) in calls   # the head's bf16 copy was used
+    assert "forward" not in vars(head) and head.weight.dtype == torch.float32
+    monkeypatch.setattr(Run, "_bf16_head", lambda self, model: nullcontext())
+    slow = run.rollouts(exs, seeds=[4, 5, 6])
+    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])

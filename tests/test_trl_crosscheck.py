@@ -27,7 +27,7 @@ def test_sdft_loss_matches_trl(tiny_model_dir, tmp_path, divergence, alpha):
                        divergence=divergence, jsd_beta=0.5, max_completion_tokens=12),
               recs, tmp_path / "ours", "h")
     exs = run.examples[:2]
-    comp, cmask = run.rollouts(exs, seed=3)
+    comp, cmask = run.rollouts(exs, seeds=[3] * len(exs))
     ours, _, _ = run.divergence_loss(exs, comp, cmask)
 
     template = TEACHER_TEMPLATES["paper"].replace("{demonstration}", "{privileged_context}")

@@ -15,9 +15,11 @@ from ..hashing import hash_obj
 METHODS = ("sft", "sdft")
 # The SDFT rollout sampler, part of the SDFT training key: a different sampler draws different rollouts
 # from the same seed, so a checkpoint trained with one is not what a run with the other would produce.
-# 'sample_pruned/1': harness.generation.sample_pruned (temperature/top-p/top-k only, finished rows
-# dropped); before it, `generate` with the model's generation_config (no id in the key).
-ROLLOUT_SAMPLER = "sample_pruned/1"
+# 'sample_pruned/2': harness.generation.sample_pruned (temperature/top-p/top-k only, finished rows
+# dropped), a step's rows sampled in one batch, each row from its own generator seeded by (seed, step,
+# row); 'sample_pruned/1' drew one micro-batch at a time from the global RNG seeded per micro-batch;
+# before it, `generate` with the model's generation_config (no id in the key).
+ROLLOUT_SAMPLER = "sample_pruned/2"
 TEACHERS = ("ema", "frozen", "live")
 # The task every training run encoded before `task` was a setting: its keys leave the setting out.
 DEFAULT_TASK = "tooluse"

@@ -11,8 +11,10 @@ batching, precision, budget, logging and checkpointing are shared code.
 
 Distributed: `accelerate launch --num_processes N` runs the same code. Each optimizer step takes
 `batch_size` prompts, split into micro-batches of `micro_batch_size`; micro-batch j goes to process
-j mod N, every micro-batch's rollout seed depends only on (seed, step, j), and gradients are
-averaged over all micro-batches — so the update does not depend on N.
+j mod N, every rollout's seed depends only on (seed, step, its row in the step's batch), and
+gradients are averaged over all micro-batches — so the update does not depend on N. A process
+samples all its micro-batches' rollouts in one batch (one decode step at batch 4 costs far less than
+two at batch 2 on a CPU); per-row random streams keep that from changing what is drawn.
 
 Resume: checkpoints are written atomically every `save_every` steps (trainable weights, EMA teacher,
 optimiser, scheduler, log); re-running the same command continues from the last one and ends with
@@ -233,6 +235,7 @@ class Run:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
         self.wrapped = self.acc.prepare(HiddenStates(model))
         self.device = self.acc.device
+        self._head16 = None  # the bf16 copy of the output head rollouts sample through (_bf16_head)
         self.eos_ids = {i for i in [tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)]
                         if isinstance(i, int)}
         gen_eos = getattr(model.generation_config, "eos_token_id", None)
@@ -272,7 +275,7 @@ class Run:
 
     # ------------------------------------------------------------------ pieces
     @torch.no_grad()
-    def rollouts(self, exs: list[Example], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rollouts(self, exs: list[Example], seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One sampled completion per prompt from the student (right-padded ids, mask).
 
         The samples must come from the policy itself: `generation.sample_pruned` applies
@@ -280,19 +283,68 @@ class Run:
         generation_config (hub Qwen2.5-Instruct ships repetition_penalty 1.05 and top_k 20, which
         `generate` would apply, making the rollouts off-policy for the divergence they train). It
         also drops each row once it ends, so a long rollout does not make finished ones pay for
-        its length. The global RNG is seeded per micro-batch, so rollouts are a function of
-        (seed, step, micro-batch) and a resumed run samples what an uninterrupted one would."""
+        its length. Each row draws from its own generator seeded with `seeds[i]`, so a rollout is a
+        function of (seed, step, row): a resumed run samples what an uninterrupted one would, and a
+        step's rows can be sampled in one batch however they are split into micro-batches and
+        processes (`row_seeds`)."""
         from ..generation import sample_pruned
 
         cfg, pad = self.cfg, self.tok.pad_token_id
         ids, mask = left_pad([e.student_ids for e in exs], pad)
-        torch.manual_seed(seed)
-        with eval_mode(self.model) as m, self.autocast():
+        gens = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        with eval_mode(self.model) as m, self.autocast(), self._bf16_head(m):
             rows = sample_pruned(m, ids.to(self.device), mask.to(self.device),
                                  cfg.max_rollout_tokens or cfg.max_completion_tokens, sorted(self.eos_ids),
-                                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
+                                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                                 row_generators=gens)
         # each row stops at its first EOS (kept), so the length mask is the completion mask
         return right_pad(rows, pad)
+
+    @contextmanager
+    def _bf16_head(self, model):
+        """Sample through a bf16 copy of the output head under bf16 autocast.
+
+        The head stays fp32 for the chunked losses (`frozen` explains why), so autocast would cast
+        all of it (136M parameters for Qwen2.5-0.5B) to bf16 at every decode step: measured, that
+        cast was a fifth of rollout time. The copy is made with the same rounding autocast uses,
+        so the logits are bit-identical; it is kept while the head is frozen (LoRA) and re-made per
+        call when the head trains."""
+        head = _lm_head(model)
+        w = getattr(head, "weight", None)
+        if not self.cfg.bf16 or w is None or w.dtype != torch.float32 or not isinstance(head, torch.nn.Linear):
+            yield
+            return
+        if w.requires_grad or self._head16 is None:
+            b = head.bias
+            self._head16 = (w.detach().to(torch.bfloat16), None if b is None else b.detach().to(torch.bfloat16))
+        w16, b16 = self._head16
+        head.forward = lambda x: torch.nn.functional.linear(x, w16, b16)
+        try:
+            yield
+        finally:
+            del head.forward
+            if w.requires_grad:
+                self._head16 = None
+
+    def row_seeds(self, step: int, micro: list[tuple[int, list[Example]]]) -> list[list[int]]:
+        """The rollout seed of every row of `micro` (this process's micro-batches of `step`): a
+        function of (seed, step, the row's position in the step's batch) only."""
+        mb = self.cfg.micro_batch_size
+        return [[int(hash_obj([self.cfg.seed, step, j * mb + i], n=8), 16) for i in range(len(exs))]
+                for j, exs in micro]
+
+    def step_rollouts(self, micro: list[tuple[int, list[Example]]], seeds: list[list[int]]):
+        """Every rollout of this process's micro-batches sampled in one batch (decoding is memory-bound
+        on a CPU: one step at batch 4 costs far less than two at batch 2), then split back per
+        micro-batch, each trimmed to its own longest row."""
+        comp, cmask = self.rollouts([e for _, exs in micro for e in exs], [s for row in seeds for s in row])
+        out, a = [], 0
+        for _, exs in micro:
+            c, m = comp[a:a + len(exs)], cmask[a:a + len(exs)]
+            n = int(m.sum(1).max()) if m.numel() else 0
+            out.append((c[:, :n], m[:, :n]))
+            a += len(exs)
+        return out
 
     def _hidden(self, prompts: list[list[int]], comp: torch.Tensor, cmask: torch.Tensor, module=None):
         """Final hidden states at the positions that predict each completion token. With
@@ -407,11 +459,16 @@ class Run:
         # weights), so its drift is exactly 0: record that instead of paying a probe (~2 min on CPU).
         measure_drift = cfg.drift_every > 0 and step > 0 and step % cfg.drift_every == 0
         drifts = [0.0] if cfg.drift_every > 0 and step == 0 else []
-        for j, exs in micro:
-            seed = int(hash_obj([cfg.seed, step, j], n=8), 16)
+        seeds = self.row_seeds(step, micro)
+        if cfg.method == "sdft":
+            with ph("gen_s"):
+                sampled = self.step_rollouts(micro, seeds)
+        elif measure_drift:  # SFT has no rollouts of its own: sample some for the probe, off the clock
+            with ph("drift_s"):
+                sampled = self.step_rollouts(micro, seeds)
+        for k, (_, exs) in enumerate(micro):
             if cfg.method == "sdft":
-                with ph("gen_s"):
-                    comp, cmask = self.rollouts(exs, seed)
+                comp, cmask = sampled[k]
                 loss, per_tok, mask = self.divergence_loss(exs, comp, cmask, ph)
                 div = float(loss.detach())  # for 'sampled' this is the surrogate, not the KL
                 n_gen = int(cmask.sum())
@@ -432,8 +489,8 @@ class Run:
             stats["tokens_forwarded"] += prompt_tokens + int(cmask.sum()) * (2 if cfg.method == "sdft" else 1)
             if measure_drift:
                 with ph("drift_s"):
-                    if cfg.method == "sft":  # SFT has no rollouts of its own: sample some, off the clock
-                        comp, cmask = self.rollouts(exs, seed)
+                    if cfg.method == "sft":
+                        comp, cmask = sampled[k]
                     drifts.append(self.drift_kl(exs, comp, cmask))
         with ph("optim_s"):
             self._sync_grads()
