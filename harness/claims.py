@@ -419,7 +419,7 @@ def claims_command(run: str, db: Any = None, console: Any = None) -> int:
     console = console or Console()
     res = load(run, db)
     rows = check_claims(res)
-    console.print(claims_table(rows, title=f"paper claims · run {res.run_id} · {res.meta.get('model', '')}"))
+    console.print(claims_table(rows, title=f"paper claims · run {res.run_id} · {res.manifest.model or ''}"))
     console.print(f"verdict rules: {SUPPORTED} = 95% CI on the claim's side; {CONTRADICTED} = CI entirely on "
                   f"the other side; {INCONCLUSIVE} = CI straddles; cost ratios use a x/÷{COST_TOLERANCE:g} band "
                   "(see harness/claims.py)", highlight=False)

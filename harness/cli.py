@@ -746,7 +746,7 @@ def _print_summary(run_id: str, store) -> None:
     cost = res.cost_table()
     cost = cost.set_index("arm") if len(cost) and "arm" in cost.columns else None
     info = store.get_run(run_id)
-    t = Table(title=f"run {run_id} · suite {info.get('name')} · {info['meta'].get('model', '')}")
+    t = Table(title=f"run {run_id} · suite {info.get('name')} · {res.manifest.model or ''}")
     for c in ("arm", "new-task acc % [95% CI]", "n", "prior avg %", "forgetting pts [95% CI]", "train wall-clock"):
         t.add_column(c, justify="left" if c == "arm" else "right")
     for arm, r in nt.iterrows():
@@ -765,7 +765,7 @@ def _print_summary(run_id: str, store) -> None:
     console.print(t)
     for note in res.notes:  # e.g. an arm left unselected rather than chosen on the test set
         console.print(f"note: {note}", highlight=False)
-    _print_precision(info["meta"], info.get("config"))
+    _print_precision(res.manifest.model_dump(), info.get("config"))
 
 
 @app.command("report")

@@ -49,6 +49,7 @@ import numpy as np
 from . import metrics as M
 from .claims import (CONTRADICTED, DEFAULT_MARGINS, HIERARCHICAL, INCONCLUSIVE, SUPPORTED, _row, power_terms,
                      seed_agreement, sign_verdict)
+from .manifest import SEQUENTIAL, SequentialManifest, read_manifest
 from .paper import PAPER_LABEL
 
 __all__ = ["BASE_STAGE", "SequenceOutcomes", "Cell", "Estimate", "Transfer", "Normalised", "bwt", "fwt",
@@ -444,8 +445,8 @@ def retention_claim(data: SequenceOutcomes, ref: str = "sft", arm: str = "sdft",
 
 
 # ----- reading a stored run ---------------------------------------------------------------------
-#: `runs.meta["kind"]` of a sequential suite run (`harness.sequential` writes it).
-RUN_KIND = "sequential"
+#: `kind` of a sequential suite run's manifest (`harness.manifest.SequentialManifest`).
+RUN_KIND = SEQUENTIAL
 
 
 def outcomes_from_run(run_id: str, store: Any) -> SequenceOutcomes:
@@ -453,20 +454,20 @@ def outcomes_from_run(run_id: str, store: Any) -> SequenceOutcomes:
     seed). Reads only the store, so reports need no torch."""
     from .errors import ConfigError
 
-    meta = store.get_run(run_id)["meta"]
-    if meta.get("kind") != RUN_KIND:
+    m = read_manifest(store.get_run(run_id))
+    if not isinstance(m, SequentialManifest):
         raise ConfigError(f"run {run_id}: not a sequential run")
 
     def scores(key: str) -> dict[str, float]:
         return {r["item_id"]: float(r["score"]) for r in store.examples(key)}
 
-    base = {t: scores(k) for t, k in meta["fixed"].get("base", {}).items() if t in meta["tasks"]}
+    base = {t: scores(k) for t, k in m.fixed.get("base", {}).items() if t in m.tasks}
     rows = []
-    for p in meta["points"]:
-        for t, k in p["evals"].items():
-            if t in meta["tasks"]:
-                rows += [(p["method"], p["seed"], t, p["stage"], i, s) for i, s in scores(k).items()]
-    for m, s in {(p["method"], p["seed"]) for p in meta["points"]}:
+    for p in m.points:
+        for t, k in p.evals.items():
+            if t in m.tasks:
+                rows += [(p.method, p.seed, t, p.stage, i, s) for i, s in scores(k).items()]
+    for method, seed in {(p.method, p.seed) for p in m.points}:
         for t, cell in base.items():
-            rows += [(m, s, t, BASE_STAGE, i, v) for i, v in cell.items()]
-    return SequenceOutcomes.from_records(meta["tasks"], rows, meta["stage_names"])
+            rows += [(method, seed, t, BASE_STAGE, i, v) for i, v in cell.items()]
+    return SequenceOutcomes.from_records(m.tasks, rows, m.stage_names)

@@ -20,22 +20,22 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from .errors import ConfigError
 from .drift_probe import TASK as DRIFT_TASK
 from .evaluate import EvalRequest, eval_key as task_eval_key, evaluate, hf_backend_factory
 from .generation import GenerationSettings
+from .manifest import Benchmark, Cost, PointRecord, SuiteManifest, link_label, val_name
 from .models import fingerprint, local_fingerprint, not_local_reason
 from .paths import data_dir as resolve_data_dir
 from .precision import resolve_dtype
+from .selection import choose
 from .store import Store
 from .suite import Suite, arm_configs, load_suite
 from .tasks.base import LoadedSplit, Task, load_selection
 from .tasks.registry import get_task
 from .train.config import TrainConfig
-
-PAPER_MODEL = "Qwen2.5-7B-Instruct"
 
 
 @dataclass
@@ -110,12 +110,6 @@ def _setting_origin(suite: Suite, p: Point, key: str) -> str:
         return f"train.{key}"
     value = getattr(p.cfg, key)
     return f"train.{key} (not set: the default {list(value) if isinstance(value, tuple) else value})"
-
-
-def _validation_key(entry: dict) -> str | None:
-    """The name of a point's validation evaluation in its `evals` (the task name + '-val', the only
-    name ending so: prior benchmarks and probes are 'prior/...' and 'probe/...'), or None."""
-    return next((k for k in entry["evals"] if k.endswith("-val")), None)
 
 
 def _trained(p: Point) -> bool:
@@ -206,14 +200,13 @@ class SuiteRunner:
         return self.suite.model if p.cfg is None else str(p.checkpoint / "final")
 
     def eval_name(self, split: str) -> str:
-        """The key of an evaluation in a point's `evals`: the task name, '-val' for validation
-        (what `results` reads back through the run's `task`)."""
-        return self.task.name + ("" if split == "test" else "-val")
+        """The name of a new-task evaluation in a point's `evals` (`manifest.val_name` for validation)."""
+        return self.task.name if split == "test" else val_name(self.task.name)
 
     def task_request(self, p: Point, split: str) -> EvalRequest:
         d = self.data.test if split == "test" else self.data.validation
-        arm = "teacher" if p.method == "teacher" else "base"
-        return EvalRequest(d.records, d.data_hash, arm, self.settings, self.suite.task.teacher_template,
+        mode = "teacher" if p.method == "teacher" else "base"  # the prompt; the stored evaluation's `arm`
+        return EvalRequest(d.records, d.data_hash, mode, self.settings, self.suite.task.teacher_template,
                            split=getattr(self.suite.task, split).split, dtype=self.suite.dtype,
                            device=self.suite.device, task=self.task, demonstrations=self.suite.task.demonstrations)
 
@@ -282,10 +275,10 @@ class SuiteRunner:
         mh = fingerprint(spec)
         req = self.task_request(p, split)
         factory = hf_backend_factory(spec, self.suite.dtype, self.suite.device, self.suite.task.batch_size)
-        label = p.name + ("" if split == "test" else f"#{split}")
         cb = self._bar(f"{self.task.name} {split} {p.name}")
         res = evaluate(req, self.store, mh, spec, factory, progress=cb)
-        self.store.link(run_id, res["eval_key"], label)
+        name = None if split == "test" else self.eval_name(split)  # the test evaluation is linked as the point
+        self.store.link(run_id, res["eval_key"], link_label(p.name, name))
         return res
 
     def eval_prior(self, p: Point, run_id: str) -> dict:
@@ -348,20 +341,18 @@ class SuiteRunner:
             torch.set_num_threads(self.suite.threads)
         t0 = time.perf_counter()
         suite_dict = json.loads(self.suite.model_dump_json())
+        manifest = SuiteManifest(suite=self.suite.name, suite_path=str(self.suite_path), model=self.suite.model,
+                                 task=self.task.name, selection=self.suite.selection.metric,
+                                 skipped=self.skipped_records(), demonstrations=self._demo_policies(),
+                                 **self.precision_meta())
         run_id = self.store.new_run("suite", name=self.suite.name, config=suite_dict,
-                                    meta={"suite": self.suite.name, "suite_path": str(self.suite_path),
-                                          "skipped": self.skipped_records(), **self.precision_meta()})
+                                    meta=manifest.model_dump(mode="json"))
         self.log(f"dtype {self.precision.describe()}")
         with self.store.failing_run(run_id):
-            meta_points = self._run_points(run_id)
-            self._select(meta_points)
-            benchmarks = {}
-            for e in meta_points:
-                benchmarks.update(e.pop("benchmarks", {}))
-            self.store.finish_run(run_id, meta={"points": meta_points, "benchmarks": benchmarks,
-                                                "model": self.suite.model, "paper_model": PAPER_MODEL,
-                                                "task": self.task.name,
-                                                "demonstrations": self._demo_policies(), "wall_s": time.perf_counter() - t0})
+            self._run_points(run_id, manifest)
+            self._select(manifest.points)
+            manifest.wall_s = time.perf_counter() - t0
+            self.store.finish_run(run_id, meta=manifest.model_dump(mode="json"))
         return run_id
 
     def precision_meta(self) -> dict:
@@ -382,55 +373,41 @@ class SuiteRunner:
         splits = {"train": self.data.train, "test": self.data.test, "validation": self.data.validation}
         return {name: [{"file": d.path} | s for s in d.skipped] for name, d in splits.items() if d and d.skipped}
 
-    def _run_points(self, run_id: str) -> list[dict]:
-        """Train and evaluate every point in order, recording progress in the run's metadata."""
-        meta_points = []
+    def _run_points(self, run_id: str, manifest: SuiteManifest) -> None:
+        """Train and evaluate every point in order, storing the manifest after each point."""
         for p in self.points:
-            entry: dict[str, Any] = {"point": p.name, "arm": p.arm, "method": p.method, "seed": p.seed,
-                                     "hparams": p.hparams, "selected": p.cfg is None, "train_key": p.train_key,
-                                     "checkpoint": str(p.checkpoint / "final") if p.checkpoint else None,
-                                     "cost": {}, "evals": {}}
+            rec = PointRecord(point=p.name, arm=p.arm, method=p.method, seed=p.seed, hparams=p.hparams,
+                              selected=p.cfg is None, train_key=p.train_key,
+                              checkpoint=str(p.checkpoint / "final") if p.checkpoint else None)
             if p.cfg is not None:
-                totals = self.train_point(p)
-                entry["cost"] = {"train_wall_s": totals.get("train_s", totals.get("wall_s")),
-                                 "wall_s": totals.get("wall_s"), "tokens_generated": totals.get("tokens_generated"),
-                                 "tokens_forwarded": totals.get("tokens_forwarded"), "flops": totals.get("flops"),
-                                 "steps": totals.get("steps")}
+                rec.cost = Cost.from_totals(self.train_point(p))
                 if self.data.validation is not None:
-                    v = self.eval_task(p, "validation", run_id)
-                    entry["evals"][self.eval_name("validation")] = v["eval_key"]
-            t = self.eval_task(p, "test", run_id)
-            entry["evals"][self.eval_name("test")] = t["eval_key"]
+                    rec.evals[self.eval_name("validation")] = self.eval_task(p, "validation", run_id)["eval_key"]
+            rec.evals[self.eval_name("test")] = self.eval_task(p, "test", run_id)["eval_key"]
             if self.suite.prior is not None and p.method != "teacher":
                 for bench, r in self.eval_prior(p, run_id).items():
-                    entry["evals"][f"prior/{bench}"] = r["eval_key"]
-                    entry.setdefault("benchmarks", {})[bench] = {"metric": r["metric"], "chance": r["chance"],
-                                                                 "in_average": r.get("in_average", True)}
+                    rec.evals[f"prior/{bench}"] = r["eval_key"]
+                    manifest.benchmarks[bench] = Benchmark(metric=r["metric"], chance=r["chance"],
+                                                           in_average=r.get("in_average", True))
             if self.suite.drift_probe is not None and p.cfg is not None:
-                entry["evals"][DRIFT_TASK] = self.eval_drift(p, run_id)["eval_key"]
-            meta_points.append(entry)
-            self.store.update_run_meta(run_id, points=meta_points)
-        return meta_points
+                rec.evals[DRIFT_TASK] = self.eval_drift(p, run_id)["eval_key"]
+            manifest.points.append(rec)
+            self.store.update_run_meta(run_id, **manifest.model_dump(mode="json"))
 
-    def _select(self, pts: list[dict]) -> None:
-        """Best point per (arm, seed) by validation accuracy (first wins ties). A single point
-        is selected (there is nothing to choose). Several points without validation scores
-        (`selection.metric: none`) are all left unselected: picking one would be arbitrary, and
-        picking by test score would report a selected-on-test number; `results` then notes the
-        arm as unselected instead of summarising it."""
-        groups: dict[tuple, list[dict]] = {}
-        for e in pts:
-            if e["train_key"]:
-                groups.setdefault((e["arm"], e["seed"]), []).append(e)
+    def _select(self, points: list[PointRecord]) -> None:
+        """Mark the point that stands for each trained (arm, seed) (`selection.choose`, on the
+        new task's validation accuracy); `results` notes an arm left unselected instead of
+        summarising it."""
+        groups: dict[tuple, list[PointRecord]] = {}
+        for e in points:
+            if e.train_key:
+                groups.setdefault((e.arm, e.seed), []).append(e)
+        val = self.eval_name("validation")
+        by_val = self.suite.selection.metric == "validation"
         for group in groups.values():
-            if len(group) == 1:
-                best = group[0]
-            elif (self.suite.selection.metric == "validation"
-                  and all(_validation_key(e) for e in group)):
-                def acc(e):
-                    return self.store.get_eval(e["evals"][_validation_key(e)])["summary"]["accuracy"]
-                best = max(group, key=acc)
-            else:
-                best = None
-            for e in group:
-                e["selected"] = e is best
+            # scores are looked up only where they can decide (several points, selecting by validation)
+            scores = [self.store.get_eval(e.evals[val])["summary"]["accuracy"]
+                      if by_val and len(group) > 1 and val in e.evals else None for e in group]
+            best = choose(scores, by_val)
+            for i, e in enumerate(group):
+                e.selected = i == best

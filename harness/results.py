@@ -42,6 +42,8 @@ import pandas as pd
 
 from . import metrics as M
 from .errors import StoreError
+from .manifest import SuiteManifest, read_manifest, val_name
+from .selection import choose
 from .store import Store
 
 BASE, TEACHER = "base", "teacher"
@@ -114,7 +116,7 @@ class Results:
     name: str | None
     status: str
     created: float
-    meta: dict
+    manifest: SuiteManifest
     config: dict
     task: str
     benchmarks: dict[str, dict]
@@ -189,8 +191,9 @@ class Results:
 
     def arm_points(self, arm: str) -> list[str]:
         """The points that stand for `arm`: its selected points, one per seed. Where a seed has
-        no point marked selected: its only point, else the point with the best validation score
-        (noted). Never the best test score: a seed with several points and no validation score
+        no point marked selected (a run that stopped before marking), the run's own rule chooses
+        (`selection.choose`): its only point, else the best validation score (noted). Never the
+        best test score: a seed with several points that cannot be chosen between by validation
         is left out (unselected, noted), so a number chosen on the test set is never reported."""
         key = ("arm_points", arm)
         if key in self._cache:
@@ -202,19 +205,17 @@ class Results:
             if len(sel):
                 out.extend(sel["point"])
                 continue
-            if len(g) == 1:
-                out.append(g["point"].iloc[0])
-                continue
+            i = choose([float(v) for v in g["new_task_val"]], self.manifest.selection == "validation")
             seed = g["seed"].iloc[0]
-            if g["new_task_val"].notna().any():
-                best = g.loc[g["new_task_val"].fillna(-1).idxmax(), "point"]
-                self.notes.append(f"arm {arm}: no point marked selected for seed {seed}; "
-                                  f"using {best} (best validation score)")
-                out.append(best)
+            if i is not None:
+                out.append(g["point"].iloc[i])
+                if len(g) > 1:
+                    self.notes.append(f"arm {arm}: no point marked selected for seed {seed}; "
+                                      f"using {out[-1]} (best validation score)")
             else:
                 self.notes.append(f"arm {arm}: {len(g)} points for seed {seed}, none marked selected and no "
-                                  "validation score: left unselected (never selected on the test set), so "
-                                  "this seed is missing from the arm's numbers")
+                                  "validation score for each to select on: left unselected (never selected on "
+                                  "the test set), so this seed is missing from the arm's numbers")
         self._cache[key] = out
         return out
 
@@ -703,7 +704,7 @@ class Results:
 def _kind(task: str, new_task: str) -> str:
     if task == new_task:
         return "new"
-    if task == f"{new_task}-val" or task.endswith("-val"):
+    if task == val_name(new_task) or task.endswith(val_name("")):
         return "val"
     if task.startswith("prior/"):
         return "prior"
@@ -743,50 +744,42 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
     if info["kind"] != "suite":
         raise StoreError(f"{store.path}: run '{rid}' is a '{info['kind']}' run, not a suite run "
                          "(reports are built from `harness run SUITE` runs)")
-    meta = info.get("meta") or {}
-    pts = meta.get("points")
-    if not isinstance(pts, list) or not pts:
+    manifest = read_manifest(info)
+    if not isinstance(manifest, SuiteManifest):
+        raise StoreError(f"{store.path}: run '{rid}' is a {manifest.kind} suite run; `harness report` shows it "
+                         "(its measures are in `harness.continual`)")
+    pts = manifest.points
+    if not pts:
         raise StoreError(f"{store.path}: suite run '{rid}' has no points in its metadata "
                          f"(status {info['status']}); nothing to report")
-    new_task = str(meta.get("task") or "tooluse")
+    new_task = manifest.task
     notes: list[str] = []
     if info["status"] != "complete":
         notes.append(f"run status is '{info['status']}': results may be partial")
 
-    bench_meta = meta.get("benchmarks") or {}
-    benchmarks: dict[str, dict] = {}
-    for name, b in bench_meta.items():
-        b = dict(b or {})
-        b["task"] = f"prior/{name}"
-        b["name"] = name
-        benchmarks[name] = b
+    benchmarks: dict[str, dict] = {name: b.model_dump() | {"task": f"prior/{name}", "name": name}
+                                   for name, b in manifest.benchmarks.items()}
 
     point_rows, metric_rows, item_frames, curve_rows = [], [], [], []
     scores: dict[tuple[str, str], dict[str, float]] = {}
     weights: dict[str, dict[str, float]] = {}
-    hp_names = list(dict.fromkeys(k for p in pts for k in (p.get("hparams") or {})))
+    hp_names = list(dict.fromkeys(k for p in pts for k in p.hparams))
     for p in pts:
-        name = str(p.get("point"))
-        arm = str(p.get("arm") or name)
-        method = str(p.get("method") or arm)
-        seed_v = p.get("seed")
-        selected = bool(p.get("selected", arm in (BASE, TEACHER)))
-        hp = dict(p.get("hparams") or {})
-        cost = dict(p.get("cost") or {})
+        name, arm, method, seed_v, selected = p.point, p.arm, p.method, p.seed, p.selected
+        hp = dict(p.hparams)
+        cost = p.cost.model_dump(exclude_none=True)
         label = arm + (f" {_hp_label(hp)}" if hp else "") + (f" seed={seed_v}" if seed_v is not None else "")
         prow = {"point": name, "arm": arm, "method": method, "seed": seed_v, "selected": selected, "label": label,
                 "hparams": hp, **{f"hp_{k}": hp.get(k) for k in hp_names},
-                "train_key": p.get("train_key"), "checkpoint": p.get("checkpoint")}
+                "train_key": p.train_key, "checkpoint": p.checkpoint}
         for k in COST_KEYS:
             prow[k] = _num(cost.get(k))
         for k, v in cost.items():
-            if k not in COST_KEYS and isinstance(v, (int, float)):
+            if k not in COST_KEYS:
                 prow[k] = float(v)
         point_rows.append(prow)
         base_cols = {"point": name, "arm": arm, "method": method, "seed": seed_v, "selected": selected}
-        for task, key in (p.get("evals") or {}).items():
-            if not key:
-                continue
+        for task, key in p.evals.items():
             ev = store.get_eval(key, complete_only=False)
             if ev is None:
                 notes.append(f"{name}: evaluation {task} ({key[:12]}) is missing from the store")
@@ -854,7 +847,7 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
                                 "value": value, "lo": lo, "hi": hi, "stderr": se, "n": n, "reported": reported,
                                 "chance": _num(chance), "in_average": bool(binfo.get("in_average", True)) and prior,
                                 "eval_key": key})
-        tk = p.get("train_key")
+        tk = p.train_key
         if tk:
             steps = store.train_steps(tk)
             if not steps:
@@ -875,14 +868,14 @@ def load(run: str, db: Any = None, *, n_boot: int = 10000, seed: int = 0) -> Res
     curves = pd.DataFrame(curve_rows) if curve_rows else pd.DataFrame(
         columns=["point", "arm", "method", "seed", "selected", "step", "loss", "divergence", "drift_kl", "lr"])
 
-    res = Results(run_id=rid, name=info.get("name"), status=info["status"], created=info["created"], meta=meta,
+    res = Results(run_id=rid, name=info.get("name"), status=info["status"], created=info["created"], manifest=manifest,
                   config=info.get("config") or {}, task=new_task, benchmarks=benchmarks, points=points,
                   metrics=metrics_df, items=items, curves=curves, notes=notes, n_boot=n_boot, seed=seed,
                   _scores=scores, _weights=weights)
     # per-point summary columns
     val = {(r["point"], r["task"]): r["value"] for r in metric_rows}
     points["new_task"] = [val.get((p, new_task), math.nan) for p in points["point"]]
-    points["new_task_val"] = [val.get((p, f"{new_task}-val"), math.nan) for p in points["point"]]
+    points["new_task_val"] = [val.get((p, val_name(new_task)), math.nan) for p in points["point"]]
     points["prior_avg"] = [res._point_avg(p) if any((p, t) in val for t in res.average_tasks) else math.nan
                            for p in points["point"]]
     base_avg = res._point_avg(res.arm_points(BASE)[0]) if BASE in res.arms else math.nan

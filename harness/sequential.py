@@ -25,12 +25,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from .continual import RUN_KIND as KIND, outcomes_from_run as outcomes  # noqa: F401  (re-exported)
 from .errors import ConfigError
 from .evaluate import EvalRequest, eval_key as task_eval_key, evaluate, hf_backend_factory
 from .generation import GenerationSettings
+from .manifest import Cost, PointRecord, SequentialManifest, link_label
 from .models import fingerprint, local_fingerprint, not_local_reason
 from .paths import data_dir as resolve_data_dir
 from .precision import resolve_dtype
@@ -186,12 +187,14 @@ class SequentialRunner:
             self._store = Store(self.db_path)
         return self._store
 
-    def _request(self, data: StageData, arm: str = "base") -> EvalRequest:
-        return EvalRequest(data.test.records, data.test.data_hash, arm, data.settings, data.teacher_template,
+    def _request(self, data: StageData, mode: str = "base") -> EvalRequest:
+        """`mode`: the prompt ('base' or 'teacher'), stored as the evaluation's `arm`."""
+        return EvalRequest(data.test.records, data.test.data_hash, mode, data.settings, data.teacher_template,
                            split=data.test_split, dtype=self.suite.dtype, device=self.suite.device, task=data.task,
                            demonstrations=data.demonstrations)
 
-    def _fixed_arms(self) -> list[str]:
+    def _fixed_modes(self) -> list[str]:
+        """The untrained models' prompt modes the suite lists (its base and teacher arms)."""
         return [a.method for a in self.suite.arms.values() if a.method in ("base", "teacher")] or ["base"]
 
     # ------------------------------------------------------------------ plan
@@ -200,11 +203,11 @@ class SequentialRunner:
         machine (see `plan_only`)."""
         rows = []
         base_hash = self.base_hash
-        for arm in dict.fromkeys(["base"] + self._fixed_arms()):
+        for mode in dict.fromkeys(["base"] + self._fixed_modes()):
             for data in self.stages:
                 cached = (base_hash is not None
-                          and self.store.get_eval(task_eval_key(self._request(data, arm), base_hash)) is not None)
-                rows.append({"point": arm, "step": f"{data.task.name} test", "cached": cached})
+                          and self.store.get_eval(task_eval_key(self._request(data, mode), base_hash)) is not None)
+                rows.append({"point": mode, "step": f"{data.task.name} test", "cached": cached})
         for p in self.points:
             trained = p.trained()
             rows.append({"point": p.name, "step": f"train {p.method} on {self.stages[p.stage].name}",
@@ -235,16 +238,17 @@ class SequentialRunner:
                                                              "seed": p.seed, "train_key": res.train_key}))
         return res.totals | {"steps": res.steps, "cached": False}
 
-    def eval_all_tasks(self, spec: str, label: str, run_id: str, arm: str = "base") -> dict[str, str]:
-        """Every stage's task on one model; one lazily loaded backend shared by all of them."""
+    def eval_all_tasks(self, spec: str, label: str, run_id: str, mode: str = "base") -> dict[str, str]:
+        """Every stage's task on one model (prompted in `mode`), one lazily loaded backend shared by
+        all of them; {task: eval key}."""
         mh = fingerprint(spec)
         factory = hf_backend_factory(spec, self.suite.dtype, self.suite.device,
                                      max(d.batch_size for d in self.stages))
         out = {}
         for data in self.stages:
-            res = evaluate(self._request(data, arm), self.store, mh, spec, factory,
+            res = evaluate(self._request(data, mode), self.store, mh, spec, factory,
                            progress=self._bar(f"{data.task.name} {label}"))
-            self.store.link(run_id, res["eval_key"], f"{label}#{data.task.name}")
+            self.store.link(run_id, res["eval_key"], link_label(label, data.task.name))
             out[data.task.name] = res["eval_key"]
         return out
 
@@ -273,34 +277,36 @@ class SequentialRunner:
         if self.suite.threads:
             torch.set_num_threads(self.suite.threads)
         t0 = time.perf_counter()
+        manifest = SequentialManifest(suite=self.suite.name, suite_path=str(self.suite_path), model=self.suite.model,
+                                      precision=self.precision.to_dict(), tasks=[d.task.name for d in self.stages],
+                                      stage_names=[d.name for d in self.stages],
+                                      demonstrations={d.task.name: d.train.demo_policy for d in self.stages})
         run_id = self.store.new_run("suite", name=self.suite.name, config=json.loads(self.suite.model_dump_json()),
-                                    meta={"suite": self.suite.name, "suite_path": str(self.suite_path), "kind": KIND,
-                                          "precision": self.precision.to_dict()})
+                                    meta=manifest.model_dump(mode="json"))
         self.log(f"dtype {self.precision.describe()}")
-        meta: dict[str, Any] = {"kind": KIND, "model": self.suite.model,
-                                "tasks": [d.task.name for d in self.stages],
-                                "stage_names": [d.name for d in self.stages],
-                                "demonstrations": {d.task.name: d.train.demo_policy for d in self.stages},
-                                "fixed": {}, "points": []}
+
+        def save():
+            self.store.update_run_meta(run_id, **manifest.model_dump(mode="json"))
+
         with self.store.failing_run(run_id):
-            for arm in dict.fromkeys(["base"] + self._fixed_arms()):
-                evals = self.eval_all_tasks(self.suite.model, arm, run_id, arm=arm)
-                if arm == "base" and self.suite.prior is not None:
+            for mode in dict.fromkeys(["base"] + self._fixed_modes()):
+                evals = self.eval_all_tasks(self.suite.model, mode, run_id, mode=mode)
+                if mode == "base" and self.suite.prior is not None:
                     evals |= self.eval_prior(self.suite.model, "base", run_id)
-                meta["fixed"][arm] = evals
-                self.store.update_run_meta(run_id, **meta)
+                manifest.fixed[mode] = evals
+                save()
             for p in self.points:
                 totals = self.train_stage(p)
                 spec = str(p.model_dir)
                 p.evals = self.eval_all_tasks(spec, p.name, run_id)
                 if self.suite.prior is not None:
                     p.evals |= self.eval_prior(spec, p.name, run_id)
-                meta["points"].append({"point": p.name, "arm": p.arm, "method": p.method, "seed": p.seed,
-                                       "stage": p.stage, "stage_name": self.stages[p.stage].name,
-                                       "task": self.stages[p.stage].task.name, "train_key": p.key,
-                                       "checkpoint": spec, "evals": p.evals,
-                                       "cost": {k: totals.get(k) for k in ("wall_s", "train_s", "steps", "flops",
-                                                                          "tokens_generated", "tokens_forwarded")}})
-                self.store.update_run_meta(run_id, **meta)
-            self.store.finish_run(run_id, meta=meta | {"wall_s": time.perf_counter() - t0})
+                data = self.stages[p.stage]
+                manifest.points.append(PointRecord(point=p.name, arm=p.arm, method=p.method, seed=p.seed,
+                                                   stage=p.stage, stage_name=data.name, task=data.task.name,
+                                                   train_key=p.key, checkpoint=spec, evals=p.evals,
+                                                   cost=Cost.from_totals(totals)))
+                save()
+            manifest.wall_s = time.perf_counter() - t0
+            self.store.finish_run(run_id, meta=manifest.model_dump(mode="json"))
         return run_id

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from harness.manifest import Benchmark, Cost, PointRecord, SuiteManifest, link_label, val_name
 from harness.store import Store
 
 #: benchmark -> (metric, chance) as the prior suite stores them.
@@ -94,13 +95,13 @@ def build_run(store: Store, points: list[dict], *, task: str = "tooluse",
               benchmarks: Mapping[str, tuple[str, float]] | None = None, name: str = "fake",
               status: str = "complete", model: str = "qwen2.5-coder-0.5b-instruct", wall_s: float = 1234.5,
               run_id: str | None = None) -> str:
-    """Store a suite run. Each point is a meta point (point, arm, method, seed, hparams, selected,
-    cost) plus `scores`: {task: per-item scores (list or {item_id: score})} instead of eval keys,
+    """Store a suite run. Each point holds `manifest.PointRecord` fields (point, arm, method, seed,
+    hparams, selected, cost) plus `scores`: {task: per-item scores (list or {item_id: score})} instead of eval keys,
     optionally `weights`: {task: instructions per item} (micro-averaged tasks, IFEval),
     optionally `diags`: {task: per-item diagnostics dicts}, and
     optionally `curve`: number of training steps to fabricate."""
     benchmarks = BENCHMARKS if benchmarks is None else benchmarks
-    meta_points = []
+    records = []
     for p in points:
         arm = p.get("arm", p["point"])
         evals = {t: add_eval(store, t, arm, s, weights=(p.get("weights") or {}).get(t),
@@ -110,18 +111,17 @@ def build_run(store: Store, points: list[dict], *, task: str = "tooluse",
         if p.get("curve"):
             train_key = train_key or Store.eval_key(train=p["point"])
             add_curve(store, train_key, p.get("method", arm), int(p["curve"]), p.get("curve_scale", 1.0))
-        meta_points.append({"point": p["point"], "arm": arm, "method": p.get("method", arm),
-                            "seed": p.get("seed"), "hparams": p.get("hparams", {}),
-                            "selected": p.get("selected", True), "train_key": train_key,
-                            "checkpoint": f"/ckpt/{p['point']}" if train_key else None,
-                            "cost": p.get("cost", {}), "evals": evals})
-    meta = {"suite": name, "model": model, "paper_model": "Qwen2.5-7B-Instruct", "task": task,
-            "benchmarks": {b: {"metric": m, "chance": c, "in_average": True} for b, (m, c) in benchmarks.items()},
-            "wall_s": wall_s, "points": meta_points}
-    rid = store.new_run("suite", name=name, config={"name": name, "model": model}, meta=meta, run_id=run_id)
-    for mp in meta_points:
-        for k in mp["evals"].values():
-            store.link(rid, k, mp["point"])
+        records.append(PointRecord(point=p["point"], arm=arm, method=p.get("method", arm), seed=p.get("seed"),
+                                   hparams=p.get("hparams", {}), selected=p.get("selected", True),
+                                   train_key=train_key, checkpoint=f"/ckpt/{p['point']}" if train_key else None,
+                                   cost=Cost(**p.get("cost", {})), evals=evals))
+    manifest = SuiteManifest(suite=name, model=model, task=task, wall_s=wall_s, points=records,
+                             benchmarks={b: Benchmark(metric=m, chance=c) for b, (m, c) in benchmarks.items()})
+    rid = store.new_run("suite", name=name, config={"name": name, "model": model},
+                        meta=manifest.model_dump(mode="json"), run_id=run_id)
+    for r in records:
+        for ev, k in r.evals.items():
+            store.link(rid, k, link_label(r.point, ev if ev == val_name(task) else None))
     store.finish_run(rid, status=status)
     return rid
 

@@ -70,6 +70,16 @@ def test_run_then_cached_rerun_then_partial_recompute(tmp_path, env):
         assert len(json.loads((ck / "final" / "harness_train.json").read_text())["skipped"]) == 4
     # every trained point has its general-text drift measured (KL to base > 0) and the claim uses it
     run_meta = store.list_runs(kind="suite")[0]["meta"]
+    # the manifest validates against the one schema; a validation evaluation is linked under its `evals` name
+    from harness.manifest import SuiteManifest, link_label, read_manifest
+
+    first = store.list_runs(kind="suite")[0]
+    manifest = read_manifest(first)
+    assert isinstance(manifest, SuiteManifest) and manifest.task == "tooluse" and manifest.wall_s > 0
+    links = {(e["label"], e["eval_key"]) for e in store.run_evals(first["run_id"])}
+    val_links = [(link_label(p.point, "tooluse-val"), p.evals["tooluse-val"]) for p in manifest.points
+                 if "tooluse-val" in p.evals]
+    assert val_links and all(v in links for v in val_links)
     for pt in run_meta["points"]:
         key = pt["evals"].get("probe/general-kl")
         assert (key is not None) == (pt["train_key"] is not None), pt["point"]

@@ -208,20 +208,22 @@ def test_selection_never_falls_back_to_the_test_score(store, monkeypatch):
 
 
 def _select(metric: str, groups: dict[str, float | None]) -> dict[str, bool]:
-    """Run `SuiteRunner._select` on meta points of one (arm, seed) with the given validation
+    """Run `SuiteRunner._select` on manifest points of one (arm, seed) with the given validation
     accuracies (None = no validation evaluation)."""
     from types import SimpleNamespace
 
+    from harness.manifest import PointRecord
     from harness.pipeline import SuiteRunner
 
     summaries = {f"val-{k}": {"summary": {"accuracy": v}} for k, v in groups.items() if v is not None}
     fake = SimpleNamespace(suite=SimpleNamespace(selection=SimpleNamespace(metric=metric)),
-                           store=SimpleNamespace(get_eval=summaries.__getitem__))
-    pts = [{"point": k, "arm": "sft", "seed": 0, "train_key": f"t-{k}", "selected": False,
-            "evals": {"tooluse": f"test-{k}"} | ({"tooluse-val": f"val-{k}"} if v is not None else {})}
+                           store=SimpleNamespace(get_eval=summaries.__getitem__),
+                           eval_name=lambda split: "tooluse-val")
+    pts = [PointRecord(point=k, arm="sft", method="sft", seed=0, train_key=f"t-{k}",
+                       evals={"tooluse": f"test-{k}"} | ({"tooluse-val": f"val-{k}"} if v is not None else {}))
            for k, v in groups.items()]
     SuiteRunner._select(fake, pts)
-    return {p["point"]: p["selected"] for p in pts}
+    return {p.point: p.selected for p in pts}
 
 
 def test_pipeline_select_by_validation_never_by_position_or_test():
@@ -252,7 +254,9 @@ def test_bad_input_one_line_errors(store, tmp_path):
     rid = store.new_run("eval-tooluse", name="plain")
     with pytest.raises(StoreError, match="not a suite run"):
         load(rid, store)
-    rid = store.new_run("suite", name="empty", meta={"points": []})
+    from harness.manifest import SuiteManifest
+
+    rid = store.new_run("suite", name="empty", meta=SuiteManifest(task="tooluse").model_dump(mode="json"))
     with pytest.raises(StoreError, match="no points"):
         load(rid, store)
 

@@ -57,6 +57,11 @@ def test_stages_chain_from_the_previous_stage_and_fill_the_matrix(tmp_path, env)
     meta = store.get_run(run_id)["meta"]
     assert meta["kind"] == "sequential" and meta["tasks"] == ["tooluse", "science"]
     assert set(meta["fixed"]["base"]) == {"tooluse", "science"}
+    from harness.manifest import SequentialManifest, read_manifest
+
+    manifest = read_manifest(store.get_run(run_id))
+    assert isinstance(manifest, SequentialManifest) and [p.stage for p in manifest.points] == [0, 1, 0, 1]
+    assert all(p.cost.steps and p.cost.train_wall_s for p in manifest.points)
     data = outcomes(run_id, store)
     assert data.tasks == ("tooluse", "science") and sorted(data.methods) == ["sdft", "sft"]
     A = accuracy_matrix(data, "sft")

@@ -35,14 +35,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import jinja2
 import pandas as pd
 
 from .. import claims as C
 from ..formatting import secs
-from ..paper import PAPER_LABEL, PAPER_MODEL
+from ..paper import PAPER_LABEL
 from ..precision import describe_run
 from ..results import Results, load
 from . import figures, tables
@@ -197,10 +197,10 @@ def sections(r: Results, data: dict) -> list[Section]:
     return out
 
 
-def demo_policies(meta: dict) -> str:
-    """Where the run's demonstrations came from, per split (science's offline default is
-    'answer-only': its teacher is shown the gold letter, which measures copying, not reasoning)."""
-    pol = meta.get("demonstrations") or {}
+def demo_policies(pol: Mapping[str, str]) -> str:
+    """Where the run's demonstrations came from (a manifest's `demonstrations`), per split (science's
+    offline default is 'answer-only': its teacher is shown the gold letter, which measures copying,
+    not reasoning)."""
     if len(set(pol.values())) == 1:
         return next(iter(pol.values()))
     return ", ".join(f"{split} {p}" for split, p in pol.items())
@@ -209,13 +209,13 @@ def demo_policies(meta: dict) -> str:
 def build_context(r: Results) -> dict:
     """Everything the templates need: the title, the run's header fields, the sections, the verdict
     classes, and the figures' PNG bytes by key (the ones the run could draw, in page order)."""
-    m = r.meta
+    m = r.manifest
     data = _data(r)
-    run = {"run_id": r.run_id, "status": r.status, "suite": str(m.get("suite", r.name)),
-           "model": str(m.get("model", "?")), "paper_model": str(m.get("paper_model", PAPER_MODEL)),
+    run = {"run_id": r.run_id, "status": r.status, "suite": str(m.suite or r.name),
+           "model": str(m.model or "?"), "paper_model": m.paper_model,
            "task": r.task, "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
-           "wall": secs(m.get("wall_s")), "dtype": describe_run(r.config, m),
-           "demonstrations": demo_policies(m)}
+           "wall": secs(m.wall_s), "dtype": describe_run(r.config, {"precision": m.precision}),
+           "demonstrations": demo_policies(m.demonstrations)}
     return {"title": f"SFT vs SDFT forgetting report · {r.name or r.run_id}", "run": run,
             "sections": sections(r, data), "verdict_class": VERDICT_CLASS,
             "figures": {k: v for k, v in data["figs"].items() if v is not None}}
@@ -269,14 +269,19 @@ def render(run: str | Results, db: Any = None, out_dir: str | os.PathLike = "rep
 def _sequential_context(run: str, db: Any) -> tuple[dict, str] | None:
     """The context of a sequential (continual-learning) run, or None for a single-task run."""
     from ..results import _open_store as open_store
-    from ..continual import RUN_KIND as KIND, outcomes_from_run as outcomes
+    from ..continual import outcomes_from_run as outcomes
+    from ..manifest import SequentialManifest, read_manifest
     from .sequential import build_context as sequential_context
 
     store = open_store(db)
     info = store.get_run(run)
-    if (info.get("meta") or {}).get("kind") != KIND:
+    if info["kind"] != "suite":
         return None
-    return sequential_context(info, outcomes(info["run_id"], store), demo_policies(info["meta"])), info["run_id"]
+    manifest = read_manifest(info)
+    if not isinstance(manifest, SequentialManifest):
+        return None
+    return (sequential_context(info, manifest, outcomes(info["run_id"], store), demo_policies(manifest.demonstrations)),
+            info["run_id"])
 
 
 def write_report(ctx: dict, run_id: str, out_dir: str | os.PathLike) -> dict:

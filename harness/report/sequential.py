@@ -13,6 +13,8 @@ import time
 from .. import claims as C
 from ..continual import retention_claim
 from ..formatting import secs
+from ..manifest import SequentialManifest
+from ..paper import PAPER_MODEL
 from ..precision import describe_run
 from . import Bullets, Figure, Lead, Note, Section, VERDICT_CLASS
 from . import tables
@@ -33,18 +35,18 @@ def _lead(row: dict, tasks: list[str]) -> list[str]:
             f"(95% CI {ci}; {row['verdict']}{'; ' + power if power else ''}).", row.get("note", "")]
 
 
-def _cost_table(meta: dict) -> Table:
+def _cost_table(manifest: SequentialManifest) -> Table:
     t = Table(["point", "stage", "task", "steps", "train wall", "tokens generated"],
               "Training cost per stage (a cached stage shows the time it took when it was trained).")
-    for p in meta["points"]:
-        c = p.get("cost") or {}
-        t.add([p["point"], p["stage_name"], p["task"], c.get("steps", "-"),
-               secs(c.get("train_s") or c.get("wall_s")), c.get("tokens_generated") or 0])
+    for p in manifest.points:
+        c = p.cost
+        t.add([p.point, p.stage_name, p.task, "-" if c.steps is None else c.steps,
+               secs(c.train_wall_s or c.wall_s), c.tokens_generated or 0])
     return t
 
 
-def build_context(run: dict, data, demonstrations: str) -> dict:
-    meta, config = run["meta"], run.get("config") or {}
+def build_context(run: dict, manifest: SequentialManifest, data, demonstrations: str) -> dict:
+    config = run.get("config") or {}
     margins = C.DEFAULT_MARGINS | dict((config.get("claims") or {}).get("margins") or {})
     row = retention_claim(data, margin=margins.get("c-retain"))
     tasks = list(data.tasks)
@@ -60,18 +62,20 @@ def build_context(run: dict, data, demonstrations: str) -> dict:
                                 "Normalised accuracy per stage", fig) if fig is not None
                          else Note("No task improved over the base model under either method: the normalised "
                                    "curves are undefined.")]),
-                Section("cost", "Cost", [_cost_table(meta)]),
+                Section("cost", "Cost", [_cost_table(manifest)]),
                 Section("notes", "Notes", [Bullets([
                     f"Demonstrations: {demonstrations}. Science's offline default 'answer-only' shows the teacher "
                     "the gold letter in the required format, which measures copying the format and answer, not "
                     "reasoning (the paper's GPT-4o demonstrations are not available offline).",
                     "Each stage trains from the previous stage's merged weights; its checkpoint key chains the "
                     "previous stage's key, so changing a later stage never retrains an earlier one."])])]
-    header = {"run_id": run["run_id"], "status": run.get("status", "?"), "suite": str(meta.get("suite", run.get("name"))),
-              "model": str(meta.get("model", "?")), "paper_model": "Qwen2.5-7B-Instruct",
+    header = {"run_id": run["run_id"], "status": run.get("status", "?"),
+              "suite": str(manifest.suite or run.get("name")),
+              "model": str(manifest.model or "?"), "paper_model": PAPER_MODEL,
               "task": " then ".join(tasks),
               "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.get("created") or time.time())),
-              "wall": secs(meta.get("wall_s")), "dtype": describe_run(config, meta), "demonstrations": demonstrations}
+              "wall": secs(manifest.wall_s), "dtype": describe_run(config, {"precision": manifest.precision}),
+              "demonstrations": demonstrations}
     return {"title": f"Continual learning report · {run.get('name') or run['run_id']}", "run": header,
             "sections": sections, "verdict_class": VERDICT_CLASS,
             "figures": {"normalised": fig} if fig is not None else {}}

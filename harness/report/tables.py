@@ -82,7 +82,7 @@ def paper_table(r: Results) -> Table | None:
     tasks = [t for t in r.prior_tasks] or [f"prior/{b}" for b in BENCHMARK_TITLES]
     names = [t.split("/", 1)[1] for t in tasks]
     t = Table(["method", "source", f"{r.task} acc %", *[BENCHMARK_TITLES.get(n, n) for n in names], "prior avg %"],
-              caption=f"Table 5 of the paper ({PAPER_LABEL}) beside this run ({r.meta.get('model', 'model ?')}). "
+              caption=f"Table 5 of the paper ({PAPER_LABEL}) beside this run ({r.manifest.model or 'model ?'}). "
                       "Absolute levels differ by model size; compare directions and gaps."
                       + "".join(f" Paper {m}: {why}." for (tk, m), why in DISCREPANCIES.items() if tk == r.task))
     measured = {}
@@ -93,7 +93,7 @@ def paper_table(r: Results) -> Table | None:
     order = list(dict.fromkeys([*[m for m in rows], *measured]))
     for m in order:
         if m in measured:
-            t.add([m, f"measured, {r.meta.get('model', 'this run')}", *[pct(v) for v in measured[m]]])
+            t.add([m, f"measured, {r.manifest.model or 'this run'}", *[pct(v) for v in measured[m]]])
         if m in rows:
             pr = rows[m]
             t.add([m, PAPER_LABEL, pct(pr["task_acc"]), *[pct(pr.get(n)) for n in names], pct(pr["prior_avg"])],
