@@ -14,10 +14,11 @@ from harness.train.config import TrainConfig
 EXEMPT = {"method", "model", "task"}  # hand-written `harness train` options with their own defaults
 
 
-# Keys computed with the code before the fields carried their help text (commit a198b85); a change
-# here would orphan every cached checkpoint. bf16 is explicit because `auto` resolves per machine.
-KEY_BF16_OFF = "90052e3390b54e22f285"
-KEY_BF16_ON = "45da91bca386510382d8"
+# Pinned training keys: a change here orphans every cached checkpoint, so it must be deliberate
+# (and in the CHANGELOG). The SDFT keys include the rollout sampler (ROLLOUT_SAMPLER sample_pruned/2);
+# the SFT one does not. bf16 is explicit because `auto` resolves per machine.
+KEY_BF16_OFF = "444a762d44aed989283b"
+KEY_BF16_ON = "eee8881bbd0a94b90816"
 KEY_SCIENCE = "70ac1a6e6ce5402fbdd2"
 
 
