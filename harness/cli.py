@@ -457,18 +457,12 @@ def train_cmd(
     if task is not None:
         get_task(task, "--task")
     base = read_mapping(config) if config else {}
-    if base:  # a typo in the file is reported against the file, not as if it were a flag
-        from dataclasses import fields
-
-        unknown = sorted(set(base) - {f.name for f in fields(TrainConfig)})
-        if unknown:
-            raise HarnessError(f"{config}: {unknown[0]}: unknown training setting")
     if limit is not None and limit <= 0:
         raise HarnessError(f"--limit must be positive, got {limit}")
     flags = {k: v for k, v in dict(method=method, model=model, task=task).items() if v is not None} | train_flags
     try:
         cfg = TrainConfig.from_dict(base | flags)
-    except HarnessError as e:  # a bad value from the --config file: name the file and its key
+    except HarnessError as e:  # a bad key or value from the --config file: name the file and its key
         msg = str(e)
         key = msg[len("train."):].split(":", 1)[0] if msg.startswith("train.") else None
         if config and key in base and key not in flags:

@@ -22,17 +22,18 @@ from typing import Any
 
 from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
+from .config_schema import Strict, config_error, unknown_key
 from .errors import ConfigError
 from .hashing import hash_obj
-from .suite import SplitSpec, _Strict
-from .train.config import TrainConfig
+from .suite import SplitSpec
+from .train.config import TrainConfig, TrainSettings
 
 #: Training settings a stage may not override: the arm decides the method, the suite the model and
 #: seed, and the stage's own `task` the task.
 NOT_PER_STAGE = ("method", "model", "seed", "task")
 
 
-class StageSpec(_Strict):
+class StageSpec(Strict):
     name: str = Field(min_length=1)
     task: str                                   # a registered task (harness.tasks.registry)
     train: SplitSpec
@@ -65,14 +66,6 @@ class StageSpec(_Strict):
 _STAGES = TypeAdapter(list[StageSpec])
 
 
-def _path(where: str, loc: Sequence[Any]) -> str:
-    """('stages' , (1, 'train', 'limit')) -> 'stages[1].train.limit'."""
-    out = where
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
 def parse_stages(raw: Any, where: str = "stages") -> list[StageSpec]:
     """Validate a suite's `stages:` value; a ConfigError names the first bad key path.
 
@@ -84,9 +77,7 @@ def parse_stages(raw: Any, where: str = "stages") -> list[StageSpec]:
     try:
         stages = _STAGES.validate_python(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{_path(where, err['loc'])}: {msg}") from None
+        raise config_error(e, list[StageSpec], root=where) from None
     check_stages(stages, where)
     return stages
 
@@ -108,8 +99,8 @@ def check_stages(stages: Sequence[StageSpec], where: str = "stages") -> None:
         for k in s.train_overrides:
             if k in NOT_PER_STAGE:
                 raise ConfigError(f"{where}[{i}].train_overrides.{k}: set by the arm and the suite, not per stage")
-            if k not in TrainConfig.__dataclass_fields__:
-                raise ConfigError(f"{where}[{i}].train_overrides.{k}: unknown training setting")
+            if k not in TrainSettings.model_fields:
+                raise ConfigError(f"{where}[{i}].train_overrides.{k}: {unknown_key(TrainSettings)}")
 
 
 def stage_config(shared: Mapping[str, Any], stage: StageSpec, index: int,

@@ -1,7 +1,8 @@
 """Suite files: one YAML that reads like the experiment it runs, validated up front.
 
 A typo fails in the first second with the file and the key path (`arms.sdft.train.lr`), not after
-an hour of training. See `suites/quick.yaml` for an annotated example.
+an hour of training; the schema and its one-line errors come from `harness.config_schema`, as for
+every file a user writes. See `suites/quick.yaml` for an annotated example.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from .config_schema import Strict, config_error, unknown_key
 from .errors import ConfigError, read_text
-from .train.config import TrainConfig
+from .train.config import TrainConfig, TrainSettings
 
 BUILTIN_ARMS = {"base", "teacher", "sft", "sdft"}
 
@@ -84,11 +86,7 @@ def _no_duplicate_keys(path: Path):
     return hook
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SplitSpec(_Strict):
+class SplitSpec(Strict):
     split: str                                  # the task's split name (paper68, eval507, ...) or file path
     limit: int | None = Field(None, gt=0)
     sample: Literal["first", "stratified"] = "first"  # which `limit` items: file order, or spread across the task's strata
@@ -97,7 +95,7 @@ class SplitSpec(_Strict):
     exclude: str | None = None                  # drop items that also appear in this split (by item id)
 
 
-class TaskSpec(_Strict):
+class TaskSpec(Strict):
     """The new task: any task in `tasks.registry` (its splits, prompts and scorer)."""
     name: str = "tooluse"
     train: SplitSpec
@@ -128,7 +126,7 @@ class TaskSpec(_Strict):
         return self
 
 
-class ArmSpec(_Strict):
+class ArmSpec(Strict):
     method: Literal["base", "teacher", "sft", "sdft"] | None = None  # default: the arm's own name
     train: dict[str, Any] = {}                  # TrainConfig overrides for this arm
     grid: dict[str, list[Any]] = {}             # cartesian sweep over TrainConfig fields
@@ -142,21 +140,21 @@ class ArmSpec(_Strict):
         return v
 
 
-class PriorSpec(_Strict):
+class PriorSpec(Strict):
     suite: str = "suites/prior.yaml"
     benchmarks: list[str] | None = None
     limit: int | None = Field(None, gt=0)
     batch_size: int = Field(8, gt=0)
 
 
-class DriftProbeSpec(_Strict):
+class DriftProbeSpec(Strict):
     """KL(base ‖ arm) per token on fixed general text (`harness.drift_probe`), for every trained point."""
     n_per_source: int = Field(32, gt=0)         # prompts from each of GSM8K and ARC-Challenge
     new_tokens: int = Field(48, gt=0)           # length of the base model's greedy continuation scored
     batch_size: int = Field(8, gt=0)
 
 
-class ClaimsSpec(_Strict):
+class ClaimsSpec(Strict):
     """Equivalence margins of the claim check, per claim id (`claims.DEFAULT_MARGINS`: 'b', 'c',
     'c-mc', 'c-drift'): a claim whose 95% interval lies within ±margin is reported as equivalent
     instead of inconclusive."""
@@ -175,11 +173,11 @@ class ClaimsSpec(_Strict):
         return v
 
 
-class SelectionSpec(_Strict):
+class SelectionSpec(Strict):
     metric: Literal["validation", "none"] = "validation"
 
 
-class Suite(_Strict):
+class Suite(Strict):
     name: str
     description: str = ""
     model: str
@@ -260,19 +258,14 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        raise ConfigError(f"{path}: {loc}: {msg}") from None
+        raise config_error(e, Suite, file=path) from None
     if suite.stages is not None:
         _check_stages(suite, path)
     for name, arm in suite.arms.items():
         if arm.method in ("sft", "sdft") and suite.stages is None:
             for k in arm.grid:
-                if k not in TrainConfig.__dataclass_fields__:
-                    raise ConfigError(f"{path}: arms.{name}.grid.{k}: unknown training setting")
+                if k not in TrainSettings.model_fields:
+                    raise ConfigError(f"{path}: arms.{name}.grid.{k}: {unknown_key(TrainSettings)}")
             try:
                 for seed in suite.seeds:
                     arm_configs(suite, name, seed)

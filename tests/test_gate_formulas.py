@@ -71,7 +71,7 @@ def test_importing_the_gate_leaves_the_model_stack_alone():
 def test_gate_file_errors_name_the_allowed_keys(tmp_path):
     p = tmp_path / "g.yaml"
     p.write_text("defaults: {confidnce: 0.9}\nmetrics:\n  tooluse: {max_drop: 0.02}\n")
-    with pytest.raises(ConfigError, match=r"g.yaml: defaults: unknown key 'confidnce' \(allowed: confidence, "
+    with pytest.raises(ConfigError, match=r"g.yaml: defaults.confidnce: unknown key \(allowed: confidence, "
                                           r"discordance, inconclusive, power\)$"):
         load_gate_config(p)
     p.write_text("metrics:\n  tooluse: 0.02\n")

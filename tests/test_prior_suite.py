@@ -27,11 +27,16 @@ def test_default_suite_is_valid_and_runs_the_paper_six():
 
 @pytest.mark.parametrize("body, message", [
     ({"benchmarks": {"hellaswg": {}}}, "benchmarks.hellaswg: unknown benchmark"),
-    ({"benchmarks": {"hellaswag": {"nshot": 1}}}, "benchmarks.hellaswag.nshot: unknown setting"),
+    ({"benchmarks": {"hellaswag": {"nshot": 1}}}, "benchmarks.hellaswag.nshot: unknown setting (allowed: "
+                                                  "chat_template, default, "),
+    ({"benchmarks": {"hellaswg": {"nshot": 1}}}, "benchmarks.hellaswg: unknown benchmark"),  # the name first
+    ({"benchmarks": {"hellaswag": [1]}}, "benchmarks.hellaswag: expected a mapping of settings"),
     ({"benchmarks": {"hellaswag": {"n_shot": 5}}}, "benchmarks.hellaswag.n_shot: the local data has no few-shot"),
-    ({"benchmarks": {"mmlu": {"n_shot": "five"}}}, "benchmarks.mmlu.n_shot: expected int"),
-    ({"benchmark": {}}, "unknown key 'benchmark'"),
-    ({"seed": 1}, "'benchmarks' must map"),
+    ({"benchmarks": {"mmlu": {"n_shot": "five"}}}, "benchmarks.mmlu.n_shot: expected an integer or null, got 'five'"),
+    ({"benchmarks": {"mmlu": {"chat_template": 1}}}, "benchmarks.mmlu.chat_template: expected true, false or null, got 1"),
+    ({"benchmark": {}}, "benchmark: unknown key (allowed: batch_size, benchmarks, description, limit, seed)"),
+    ({"seed": 1}, ": benchmarks: must map benchmark names to settings"),
+    ({"seed": "1", "benchmarks": {"mmlu": {}}}, ": seed: expected an integer or null, got '1'"),
 ])
 def test_bad_suite_names_file_and_key(tmp_path, body, message):
     path = tmp_path / "suite.yaml"

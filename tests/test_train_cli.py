@@ -30,6 +30,27 @@ def test_the_training_key_is_unchanged():
     assert sci.key("d", "m") == KEY_SCIENCE
 
 
+# (key, hash of to_dict()) computed with the hand-written type checks (commit dfdb8f6), before the
+# settings were validated through harness.config_schema: values are checked, never converted (an
+# integer `lr: 1` stays 1), so neither the training key nor the recorded settings move.
+PINNED = [
+    (dict(method="sdft", bf16=False, divergence="jsd", jsd_beta=0.3, teacher="frozen", top_k=20, temperature=0.7,
+          lr=1), "d6e824a45ee534ea222f", "b6739becd3d435615228"),
+    (dict(method="sft", bf16=True, lora=False, max_steps=12, lora_targets=("q_proj", "v_proj"), max_rollout_tokens=64,
+          epochs=2, save_every=3, merge=True), "f1df1b919bd9e0ff116f", "686e73b2908ec82e2fff"),
+    (dict(method="sdft", bf16=False, task="science", lr=2e-5, estimator="topk", topk=50, lora_targets=["q_proj"],
+          max_grad_norm=2), "87557c73622b8eda504b", "0195c38f66d8da5dc145"),
+]
+
+
+@pytest.mark.parametrize("settings, key, dict_hash", PINNED)
+def test_keys_and_settings_match_the_hand_checked_config(settings, key, dict_hash):
+    from harness.hashing import hash_obj
+
+    for cfg in (TrainConfig(**settings), TrainConfig.from_dict(settings)):
+        assert cfg.key("d", "m") == key and hash_obj(cfg.to_dict(), n=20) == dict_hash
+
+
 def test_every_field_has_help_text():
     missing = [f.name for f in fields(TrainConfig) if not f.metadata.get("help", "").strip()]
     assert missing == []

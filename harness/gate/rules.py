@@ -8,8 +8,9 @@
       mc/mmlu/margin: {max_drop: 0.05}                       # nats: log p(gold) - max log p(other)
       probe/general-kl: {max_drop: 0.01, higher_is_better: false}   # KL(base || candidate) per token
 
-Validated with pydantic like every file a user writes: unknown keys, wrong types and values out of
-range raise one `ConfigError` line naming the file and the key path (`metrics.tooluse.max_drop`).
+Validated like every file a user writes (`harness.config_schema`): unknown keys, wrong types and
+values out of range raise one `ConfigError` line naming the file and the key path
+(`metrics.tooluse.max_drop`).
 The validated file is resolved into plain `Rule`s (defaults merged in) that the decision code reads.
 """
 
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BeforeValidator, Field, StrictBool, ValidationError, field_validator, model_validator
 
+from ..config_schema import Strict, config_error
 from ..errors import ConfigError
 
 GATE_FORMAT = "harness-gate/1"
@@ -93,11 +94,7 @@ def _text(v: Any) -> Any:
 Text = Annotated[str, BeforeValidator(_text)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Defaults(_Strict):
+class Defaults(Strict):
     """Settings every rule inherits unless it sets its own."""
 
     confidence: Annotated[float, _number(0.5, 1, True, True)] = Rule.confidence  # one-sided level of both tests
@@ -151,7 +148,7 @@ class RuleSpec(Defaults):
         return self
 
 
-class GateFile(_Strict):
+class GateFile(Strict):
     format: str = GATE_FORMAT
     name: Text | None = None
     suite: str | None = None
@@ -181,21 +178,6 @@ class GateFile(_Strict):
         return {str(k): r for k, r in v.items()}
 
 
-def _one_line(path: str, e: ValidationError) -> ConfigError:
-    """The first problem as `FILE: key.path: message`; an unknown key is reported before anything
-    else, since a misspelt key is the likeliest cause of the other errors."""
-    errs = e.errors()
-    err = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
-    loc = [str(x) for x in err["loc"]]
-    if err["type"] == "extra_forbidden":
-        where, key = loc[:-1], loc[-1]
-        model = GateFile if not where else Defaults if where == ["defaults"] else RuleSpec
-        allowed = ", ".join(sorted(model.model_fields))
-        return ConfigError(f"{path}: {'.'.join(where) or 'top level'}: unknown key {key!r} (allowed: {allowed})")
-    msg = err["msg"].removeprefix("Value error, ")
-    return ConfigError(f"{path}: {'.'.join(loc) or 'top level'}: {msg}")
-
-
 def load_gate_config(path: str | Path) -> GateConfig:
     """Read and validate a gate file; every problem raises ConfigError naming the file and key."""
     p = str(path)
@@ -206,7 +188,7 @@ def load_gate_config(path: str | Path) -> GateConfig:
     try:
         doc = GateFile.model_validate(read_mapping(p))
     except ValidationError as e:
-        raise _one_line(p, e) from None
+        raise config_error(e, GateFile, file=p) from None
     base = doc.defaults.model_dump(exclude_unset=True)
     rules = []
     for name, spec in doc.metrics.items():

@@ -1,31 +1,76 @@
 """The prior-suite file (`suites/prior.yaml`): which benchmarks, and per-benchmark settings.
 
-Validated strictly because a typo (`hellaswg`, `nshot`) would otherwise silently change what the
-suite measures. Every problem raises one `ConfigError` line naming the file and the key.
+Validated strictly (`harness.config_schema`) because a typo (`hellaswg`, `nshot`) would otherwise
+silently change what the suite measures. Every problem raises one `ConfigError` line naming the
+file and the key path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, ClassVar
 
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+
+from ..config_schema import Strict, config_error, typed
 from ..errors import ConfigError
 from .tasks import BENCHMARKS
 
 DEFAULT_SUITE = Path(__file__).resolve().parent.parent.parent / "suites" / "prior.yaml"
 
-TOP_KEYS = {"description", "seed", "limit", "batch_size", "benchmarks"}
-BENCH_KEYS = {
-    "metric": str,          # headline metric (default: the paper's)
-    "n_shot": int,          # few-shot examples (0 default; only mmlu has a few-shot split)
-    "chat_template": bool,  # apply the tokenizer's chat template (off default)
-    "limit": int,           # per-benchmark subset size when no limit is given by the caller
-    "max_gen_toks": int,    # generation budget for generate_until tasks
-    "timeout_s": (int, float),  # HumanEval sandbox wall-clock limit per program
-    "memory_mb": int,       # HumanEval sandbox address-space limit
-    "default": bool,        # run when no benchmark list is given
-    "in_average": bool,     # part of the prior average
-}
+
+# Every setting may be written as null (= unset); values are checked, never converted.
+_Int, _Number, _Str, _Bool = (typed(k, "none") for k in ("int", "float", "str", "bool"))
+
+
+class BenchSettings(Strict):
+    """One benchmark's settings as written; unset ones take the benchmark's defaults (`Suite.settings`)."""
+
+    unknown_key: ClassVar[str] = "unknown setting"
+    metric: _Str = None             # headline metric (default: the paper's)
+    n_shot: _Int = None             # few-shot examples (0 default; only mmlu has a few-shot split)
+    chat_template: _Bool = None     # apply the tokenizer's chat template (off default)
+    limit: _Int = None              # per-benchmark subset size when no limit is given by the caller
+    max_gen_toks: _Int = None       # generation budget for generate_until tasks
+    timeout_s: _Number = None       # HumanEval sandbox wall-clock limit per program
+    memory_mb: _Int = None          # HumanEval sandbox address-space limit
+    default: _Bool = None           # run when no benchmark list is given
+    in_average: _Bool = None        # part of the prior average
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, v: Any) -> Any:
+        """An empty entry (`arc_challenge:`) means all defaults; anything else must be a mapping."""
+        if not v:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError("expected a mapping of settings")
+        return v
+
+
+def _known_benchmark(name: str) -> str:
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark (known: {', '.join(BENCHMARKS)})")
+    return name
+
+
+class PriorFile(Strict):
+    """The file's schema; `load_suite` turns it into a `Suite`."""
+
+    description: Any = None
+    seed: _Int = 1234
+    limit: _Int = None
+    batch_size: _Int = None
+    benchmarks: dict[Annotated[str, AfterValidator(_known_benchmark)], BenchSettings] = Field(
+        None, validate_default=True)
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _benchmarks(cls, v: Any) -> dict:
+        if not isinstance(v, dict) or not v:
+            raise ValueError("must map benchmark names to settings")
+        return v
 
 
 @dataclass
@@ -51,12 +96,6 @@ class Suite:
         return s
 
 
-def _check_type(path: Path, key: str, value, kind) -> None:
-    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, (int, float)))
-    if value is not None and not ok:
-        raise ConfigError(f"{path}: {key}: expected {getattr(kind, '__name__', 'number')}, got {value!r}")
-
-
 def _check_metric(path: Path, name: str, metric: str) -> None:
     """A metric the benchmark's lm-eval task does not compute fails here, when the suite is read
     (`--dry-run`, before any model loads), not after the benchmark has run."""
@@ -79,33 +118,17 @@ def load_suite(path: str | Path | None = None) -> Suite:
     from ..suite import read_mapping  # UTF-8 checked, duplicate keys and YAML aliases refused
 
     raw = read_mapping(path)
-    for key in raw:
-        if key not in TOP_KEYS:
-            raise ConfigError(f"{path}: unknown key '{key}' (allowed: {', '.join(sorted(TOP_KEYS))})")
-    _check_type(path, "seed", raw.get("seed"), int)
-    _check_type(path, "limit", raw.get("limit"), int)
-    _check_type(path, "batch_size", raw.get("batch_size"), int)
-    benches = raw.get("benchmarks")
-    if not isinstance(benches, dict) or not benches:
-        raise ConfigError(f"{path}: 'benchmarks' must map benchmark names to settings")
+    try:
+        doc = PriorFile.model_validate(raw)
+    except ValidationError as e:
+        raise config_error(e, PriorFile, file=path) from None
     out: dict[str, dict] = {}
-    for name, settings in benches.items():
-        if name not in BENCHMARKS:
-            raise ConfigError(f"{path}: benchmarks.{name}: unknown benchmark "
-                              f"(known: {', '.join(BENCHMARKS)})")
-        settings = settings or {}
-        if not isinstance(settings, dict):
-            raise ConfigError(f"{path}: benchmarks.{name}: expected a mapping of settings")
-        for key, value in settings.items():
-            if key not in BENCH_KEYS:
-                raise ConfigError(f"{path}: benchmarks.{name}.{key}: unknown setting "
-                                  f"(allowed: {', '.join(sorted(BENCH_KEYS))})")
-            _check_type(path, f"benchmarks.{name}.{key}", value, BENCH_KEYS[key])
+    for name in doc.benchmarks:
+        settings = dict(raw["benchmarks"][name] or {})  # as written: nothing converted, the file's order
         if settings.get("n_shot") and not BENCHMARKS[name].fewshot_ok:
             raise ConfigError(f"{path}: benchmarks.{name}.n_shot: the local data has no few-shot "
                               "split for this benchmark (only mmlu supports n_shot > 0)")
         if "metric" in settings:
             _check_metric(path, name, settings["metric"])
-        out[name] = dict(settings)
-    return Suite(path, seed=raw.get("seed", 1234), limit=raw.get("limit"),
-                 batch_size=raw.get("batch_size"), benchmarks=out)
+        out[name] = settings
+    return Suite(path, seed=doc.seed, limit=doc.limit, batch_size=doc.batch_size, benchmarks=out)

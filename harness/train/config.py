@@ -8,7 +8,11 @@ logging and checkpointing; only the loss differs. Defaults follow the paper's re
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Annotated, Any, ClassVar
 
+from pydantic import BeforeValidator, ValidationError, create_model
+
+from ..config_schema import Strict, config_error, expect
 from ..errors import ConfigError
 from ..hashing import hash_obj
 
@@ -88,41 +92,14 @@ class TrainConfig:
     merge: bool = _setting(False, "Also export a merged model folder at the end.")
 
     def __post_init__(self):
-        self._check_types()
+        # YAML and CLI values arrive untyped: a string where a number belongs, or a bare string for
+        # `lora_targets` (which would become a tuple of characters), is one ConfigError naming the key
+        check_settings({f.name: getattr(self, f.name) for f in fields(self)})
         self.lora_targets = tuple(self.lora_targets)
         self.precision = None
         if isinstance(self.bf16, bool) or self.bf16 == "auto":
             self._resolve_bf16()
         self.validate()
-
-    def _check_types(self) -> None:
-        """Every field has the type its annotation says (YAML and CLI values arrive untyped): a
-        string where a number belongs, a bare string for `lora_targets` (which would become a tuple
-        of characters) or `bf16: 'no'` is one ConfigError naming the key."""
-        for f in fields(self):
-            v = getattr(self, f.name)
-            kinds = [k.strip() for k in str(f.type).split("|")]
-            ok = False
-            for k in kinds:
-                if k == "None":
-                    ok |= v is None
-                elif k == "bool":
-                    ok |= isinstance(v, bool)
-                elif k == "int":
-                    ok |= isinstance(v, int) and not isinstance(v, bool)
-                elif k == "float":
-                    ok |= isinstance(v, (int, float)) and not isinstance(v, bool)
-                elif k == "str":
-                    ok |= isinstance(v, str) and (f.name != "bf16" or v == "auto")
-                elif k.startswith("tuple[str"):
-                    ok |= isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
-            if not ok:
-                names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-                         "None": "null"}
-                want = ("a list of strings" if "tuple" in str(f.type) else
-                        "true, false or auto" if f.name == "bf16" else
-                        " or ".join(names.get(k, k) for k in kinds))
-                raise ConfigError(f"train.{f.name}: expected {want}, got {v!r}")
 
     def _resolve_bf16(self) -> None:
         """`auto` becomes a concrete True/False here, before any key is computed, so checkpoint keys
@@ -190,10 +167,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "train") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown training setting")
+        """Settings as written in a file (`where`: their key path there): unknown keys and wrong
+        types fail first, through the shared schema, then the range and cross-setting rules."""
+        check_settings(d, where)
         try:
             return cls(**d)
         except ConfigError as e:  # name the key where the user wrote it (e.g. arms.sdft.train.lr)
@@ -218,3 +194,44 @@ class TrainConfig:
         if self.method == "sdft":
             d["rollout_sampler"] = ROLLOUT_SAMPLER
         return hash_obj({"config": d, "data": data_hash, "model": model_hash}, n=20)
+
+
+# ----- the settings' schema ------------------------------------------------------------------------
+# Generated from the TrainConfig fields, so a new field is checked with nothing written twice; the
+# dataclass stays the one definition (cli_options reads its fields, `key()` hashes `asdict`).
+_ANNOTATION_KINDS = {"int": "int", "float": "float", "str": "str", "bool": "bool", "None": "none",
+                     "tuple[str, ...]": "str-list"}
+
+
+def _bf16(v: Any) -> Any:
+    if not (isinstance(v, bool) or v == "auto"):
+        raise ValueError(f"expected true, false or auto, got {v!r}")
+    return v
+
+
+def _check(f) -> BeforeValidator:
+    """A field's type check, read from its annotation text (the module uses postponed annotations)."""
+    if f.name == "bf16":  # `bool | str`, but the only string is 'auto'
+        return BeforeValidator(_bf16)
+    parts = [k.strip() for k in str(f.type).split("|")]
+    unknown = [k for k in parts if k not in _ANNOTATION_KINDS]
+    if unknown:
+        raise TypeError(f"TrainConfig.{f.name}: no settings check for type {f.type}")
+    return expect(*(_ANNOTATION_KINDS[k] for k in parts))
+
+
+class _Settings(Strict):
+    unknown_key: ClassVar[str] = "unknown training setting"
+
+
+TrainSettings = create_model("TrainSettings", __base__=_Settings, __module__=__name__,
+                             **{f.name: (Annotated[Any, _check(f)], None) for f in fields(TrainConfig)})
+
+
+def check_settings(d: dict, where: str = "train") -> None:
+    """Unknown keys and value types of training settings, one ConfigError naming `where.key`.
+    Values are checked, never converted: the training key hashes them as written."""
+    try:
+        TrainSettings.model_validate(d)
+    except ValidationError as e:
+        raise config_error(e, TrainSettings, root=where) from None
