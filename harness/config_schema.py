@@ -23,7 +23,7 @@ import types
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -34,6 +34,23 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: What an undeclared key is called in the error (TrainConfig's say "unknown training setting").
     unknown_key: ClassVar[str] = "unknown key"
+
+
+class Section(Strict):
+    """A block of settings inside a file (a prior benchmark's settings, a gate's defaults): an empty
+    entry (`arc_challenge:`) means every default, anything else must be a mapping."""
+
+    #: What the error calls the expected mapping.
+    mapping_of: ClassVar[str] = "a mapping"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, v: Any) -> Any:
+        if not v:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError(f"expected {cls.mapping_of}, got {v!r}")
+        return v
 
 
 # ----- strict scalar types ------------------------------------------------------------------------

@@ -150,3 +150,20 @@ def test_cost_from_training_totals():
     assert c.model_dump() == {"train_wall_s": 2.0, "wall_s": 3.0, "steps": 4, "flops": 5.0,
                               "tokens_generated": 6, "tokens_forwarded": 7}
     assert Cost.from_totals({"wall_s": 3.0}).train_wall_s == 3.0
+
+
+@pytest.mark.parametrize("command", [["report"], ["claims"]])
+def test_a_damaged_manifest_is_one_line_exit_2_and_nothing_written(tmp_path, store, capsys, command):
+    """Bad input through the command line: a stored run whose manifest does not validate."""
+    from harness.cli import cli_main
+
+    meta = _old_single_task_manifest(store)
+    meta["points"][0]["colour"] = "red"
+    rid = store.new_run("suite", name="bad", meta=meta)
+    out = tmp_path / "reports"
+    capsys.readouterr()
+    argv = [*command, rid, "--db", str(tmp_path / "h.db")] + (["--out", str(out)] if command == ["report"] else [])
+    rc = cli_main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and rid in err[0] and "points.0.colour" in err[0], err
+    assert not out.exists()

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from ..config_schema import Strict, config_error
+from ..config_schema import Section, Strict, config_error
 from ..errors import ConfigError
 
 GATE_FORMAT = "harness-gate/1"
@@ -94,22 +94,13 @@ def _text(v: Any) -> Any:
 Text = Annotated[str, BeforeValidator(_text)]
 
 
-class Defaults(Strict):
+class Defaults(Section):
     """Settings every rule inherits unless it sets its own."""
 
     confidence: Annotated[float, _number(0.5, 1, True, True)] = Rule.confidence  # one-sided level of both tests
     power: Annotated[float, _number(0, 1, True, True)] = Rule.power              # for the MDE and the needed n
     inconclusive: Annotated[str, BeforeValidator(_inconclusive)] = Rule.inconclusive
     discordance: Annotated[float, _number(0, 1, True)] = None    # planning variance: can only raise the data's
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mapping(cls, d: Any) -> Any:
-        if not d:
-            return {}
-        if not isinstance(d, dict):
-            raise ValueError(f"expected a mapping, got {d!r}")
-        return d
 
 
 class RuleSpec(Defaults):

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 
-from ..config_schema import Strict, config_error, typed
+from ..config_schema import Section, Strict, config_error, typed
 from ..errors import ConfigError
 from .tasks import BENCHMARKS
 
@@ -24,10 +24,11 @@ DEFAULT_SUITE = Path(__file__).resolve().parent.parent.parent / "suites" / "prio
 _Int, _Number, _Str, _Bool = (typed(k, "none") for k in ("int", "float", "str", "bool"))
 
 
-class BenchSettings(Strict):
+class BenchSettings(Section):
     """One benchmark's settings as written; unset ones take the benchmark's defaults (`Suite.settings`)."""
 
     unknown_key: ClassVar[str] = "unknown setting"
+    mapping_of: ClassVar[str] = "a mapping of settings"
     metric: _Str = None             # headline metric (default: the paper's)
     n_shot: _Int = None             # few-shot examples (0 default; only mmlu has a few-shot split)
     chat_template: _Bool = None     # apply the tokenizer's chat template (off default)
@@ -37,16 +38,6 @@ class BenchSettings(Strict):
     memory_mb: _Int = None          # HumanEval sandbox address-space limit
     default: _Bool = None           # run when no benchmark list is given
     in_average: _Bool = None        # part of the prior average
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mapping(cls, v: Any) -> Any:
-        """An empty entry (`arc_challenge:`) means all defaults; anything else must be a mapping."""
-        if not v:
-            return {}
-        if not isinstance(v, dict):
-            raise ValueError("expected a mapping of settings")
-        return v
 
 
 def _known_benchmark(name: str) -> str:
