@@ -40,10 +40,11 @@ def main() -> None:
     import torch
 
     from harness.evaluate import arm_prompt, check_arms
-    from harness.generation import _greedy_batches, _prefix_groups, greedy_shared, render_chat
+    from harness.decoding import _greedy_batches, _prefix_groups, greedy_shared
+    from harness.generation import render_chat
     from harness.models import load_model
     from harness.paths import data_dir
-    from harness.tasks import tooluse as tu
+    from harness.tasks.tooluse import data as tu
 
     torch.set_num_threads(a.threads)
     arms = check_arms(a.arms.split(","))

@@ -33,7 +33,7 @@ def main() -> None:
     from harness.generation import GenerationSettings, HFBackend
     from harness.models import load_model
     from harness.paths import data_dir
-    from harness.tasks import tooluse as tu
+    from harness.tasks.tooluse import data as tu
 
     torch.set_num_threads(a.threads)
     recs = tu.load_tooluse(tu.resolve_split("paper68", data_dir())).records[: a.items]

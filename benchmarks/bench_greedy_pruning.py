@@ -27,14 +27,16 @@ def main() -> None:
 
     import torch
 
-    from harness.generation import greedy_pruned, render_chat
+    from harness.decoding import greedy_pruned
+    from harness.generation import render_chat
     from harness.models import load_model
     from harness.paths import data_dir
-    from harness.tasks import tooluse as tu
+    from harness.tasks.base import teacher_turn
+    from harness.tasks.tooluse import data as tu
 
     torch.set_num_threads(a.threads)
     recs = tu.load_tooluse(tu.resolve_split("paper68", data_dir())).records[: a.items]
-    prompts = [r.prompt if a.arm == "base" else tu.teacher_prompt(r.prompt, r.demonstration) for r in recs]
+    prompts = [r.prompt if a.arm == "base" else teacher_turn(r.prompt, r.demonstration) for r in recs]
     model, tok = load_model(a.model)
     tok.padding_side = "left"
     eos = model.generation_config.eos_token_id

@@ -38,7 +38,7 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     from harness.paths import data_dir
-    from harness.tasks import tooluse as tu
+    from harness.tasks.tooluse import data as tu
     from harness.train.config import TrainConfig
     from harness.train.loop import Run
 
@@ -74,7 +74,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t)
             print(f"{name}: {times[name][-1]:.1f} s", flush=True)
     old, new = (statistics.median(v) for v in times.values())
-    rows = lambda parts: [r for c, m in parts for r in c.tolist()]
+    rows = lambda parts: [r for c, *_ in parts for r in c.tolist()]
     same = sum(x == y for x, y in zip(*(rows(v) for v in outs.values())))
     print(f"median: per micro-batch {old:.1f} s, one batch {new:.1f} s, speed-up {old / new:.2f}x; "
           f"identical rows {same}/{a.batch}")

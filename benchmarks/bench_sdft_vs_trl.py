@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_harness(a) -> dict:
     from harness.paths import data_dir
-    from harness.tasks import tooluse as tu
+    from harness.tasks.tooluse import data as tu
     from harness.train.config import TrainConfig
     from harness.train.loop import Run
 
@@ -52,8 +52,8 @@ def run_trl(a) -> dict:
 
     from harness.models import load_model
     from harness.paths import data_dir
-    from harness.tasks import tooluse as tu
-    from harness.tasks.tooluse import TEACHER_TEMPLATES
+    from harness.tasks.tooluse import data as tu
+    from harness.tasks.base import TEACHER_TEMPLATES
 
     loaded = tu.load_tooluse(tu.resolve_split("eval_real", data_dir()), skip_invalid=True)
     recs = loaded.records[: a.batch * a.steps]

@@ -40,8 +40,8 @@ def main() -> None:
     from harness.generation import GenerationSettings, HFBackend
     from harness.models import load_model
     from harness.paths import data_dir
-    from harness.tasks import tooluse as tu
-    from harness.tasks.tooluse_scorer import score
+    from harness.tasks.tooluse import data as tu
+    from harness.tasks.tooluse.scorer import score
     from harness.vllm_backend import VLLMBackend
 
     torch.set_num_threads(a.threads)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def records(n: int, prompt_words: int):
-    from harness.tasks.tooluse import ToolUseRecord
+    from harness.tasks.tooluse.data import ToolUseRecord
 
     out = []
     for i in range(n):

@@ -4,7 +4,7 @@
 
 Both methods run through the one training loop (`harness.train.loop.Run`) with the same LoRA,
 batch, precision and chunked LM head, so the table compares the methods, not the code. Each step
-is split into exclusive phases (`harness.train.loop.Phases`): rollout sampling, teacher forward
+is split into exclusive phases (`harness.train.accounting.Phases`): rollout sampling, teacher forward
 (decoder and its chunked head), student forward, student backward (which recomputes the
 checkpointed head chunks), optimizer (clipping, AdamW, EMA teacher update) and the drift probe,
 plus `other` (bookkeeping outside any phase). The first step pays one-off warm-up costs; with
@@ -94,9 +94,9 @@ class RssByPhase:
 
     def install(self) -> None:
         """Follow `Phases` of the training loop: the innermost running phase is the current one."""
-        from harness.train import loop
+        from harness.train import accounting
 
-        original = loop.Phases.__call__
+        original = accounting.Phases.__call__
         mon = self
 
         @contextmanager
@@ -109,7 +109,7 @@ class RssByPhase:
                 finally:
                     mon.set(outer)
 
-        loop.Phases.__call__ = tracked
+        accounting.Phases.__call__ = tracked
 
     def table(self) -> str:
         gb = lambda b: f"{b / 2**30:.2f}"
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     from harness.paths import data_dir
-    from harness.tasks import tooluse as tu
+    from harness.tasks.tooluse import data as tu
 
     loaded = tu.load_tooluse(tu.resolve_split(a.split, data_dir()), skip_invalid=True)
     records = loaded.records[: a.batch * a.steps]

@@ -53,7 +53,7 @@ Verdict rules (95% two-sided intervals; one verdict per row):
     (FLOPs [1.67, 3.75], wall-clock [2.67, 6.0]); interval = the ratio's 95% interval, or the ratio
     itself when there is no interval (one measurement per arm; FLOPs are not timed, so one value
     per arm is not noisy the way a single timing is, but it is an *estimate* -- `FLOPS_ESTIMATE`,
-    `harness.train.loop.flops_estimate` -- and the note says so; a single timing is flagged too):
+    `harness.train.accounting.flops_estimate` -- and the note says so; a single timing is flagged too):
     supported      the interval lies inside the band
     contradicted   the interval lies entirely outside the band (all below or all above it)
     inconclusive at this sample size   otherwise (the interval straddles a band edge)
@@ -61,7 +61,7 @@ Power (every difference claim): `mde` is the smallest true difference a two-side
 with power 0.8 at this run's n, from the observed per-item variance of the paired change (the
 Wilson upper bound of the discordance rate for 0/1 scores); `n_needed` is the items per
 comparison at which the MDE reaches the paper's reported effect ((a), (b), (c)) or the equivalence
-margin ((c-drift), (c-mc), where the paper reports no SFT-vs-SDFT number). `format_power` shows both.
+margin ((c-drift), (c-mc), where the paper reports no SFT-vs-SDFT number). `formatting.claim_power` shows both.
 Any claim whose inputs the run lacks (no teacher, no prior suite, no cost) gets "not measured".
 No multiple-comparison correction across claims: each is a separate, pre-stated hypothesis.
 """
@@ -71,6 +71,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import formatting as F
 from .drift_probe import TASK as DRIFT_TASK
 from .paper import CLAIMS, PAPER_LABEL, table5_row, teacher_acc
 
@@ -85,11 +86,11 @@ VERDICTS = (SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE, NOT_MEASURED)
 #: the margin", which is an answer, unlike "inconclusive".
 DEFAULT_MARGINS = {"b": 0.05, "c": 0.02, "c-drift": 0.01, "c-mc": 0.05, "c-retain": 0.05}
 COST_TOLERANCE = 1.5  # multiplicative band around the paper's cost ratios
-#: How the training loop counts FLOPs (harness/train/loop.py): shown wherever FLOPs are.
+#: How the training loop counts FLOPs (harness/train/accounting.py): shown wherever FLOPs are.
 FLOPS_ESTIMATE = ("FLOPs are an estimate, not a measurement: 2N per forward-only token (teacher prompt and "
                   "completion, rollout prefill, sampled tokens, each counted), 4N per trained student token "
                   "(+2N weight gradients with full fine-tuning, +2N recompute with gradient checkpointing), "
-                  "attention's length term left out (harness.train.loop.flops_estimate)")
+                  "attention's length term left out (harness.train.accounting.flops_estimate)")
 
 
 def sign_verdict(lo: float, hi: float, margin: float | None = None) -> str:
@@ -356,78 +357,6 @@ def _at_chance(r) -> list[str]:
     return sorted(set(bt.loc[bt["at_chance"].astype(bool) & bt["in_average"].astype(bool), "benchmark"]))
 
 
-# ----- formatting -------------------------------------------------------------------------------
-def format_measured(row: dict) -> tuple[str, str]:
-    """(measured, interval) as display strings: '+7.4 pp' / '[0.0, 15.4]', or '2.50x' / '[2.1, 3.0]'."""
-    m, lo, hi = row["measured"], row["lo"], row["hi"]
-    if m is None or math.isnan(m):
-        return "n/a", ""
-    if row["unit"] == "x":
-        ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{lo:.2f}, {hi:.2f}]"
-        return f"{m:.2f}x", ci or "n/a (1 measurement)"
-    if row["unit"] == "nats":
-        ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{lo:+.4f}, {hi:+.4f}]"
-        return f"{m:+.4f} nats", ci
-    ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
-    return f"{100 * m:+.1f} pp", ci
-
-
-def format_power(row: dict) -> str:
-    """'MDE 12.3 pp; ~410 items for the paper's +7.4 pp' (two-sided 5%, power 0.8), or ''."""
-    mde = row.get("mde", math.nan)
-    if mde is None or math.isnan(mde):
-        return ""
-    txt = f"MDE {100 * mde:.1f} pp" if row["unit"] == "pp" else f"MDE {mde:.4f} {row['unit']}"
-    if row.get("n_needed"):
-        txt += f"; ~{row['n_needed']} items for {row['n_needed_for']}"
-    return txt
-
-
-def format_p(p: float) -> str:
-    if p is None or math.isnan(p):
-        return ""
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-VERDICT_STYLE = {SUPPORTED: "green", CONTRADICTED: "red", EQUIVALENT: "cyan", INCONCLUSIVE: "yellow",
-                 NOT_MEASURED: "dim"}
-
-
-def claims_table(rows: list[dict], title: str | None = None):
-    """A rich Table of `check_claims` rows for the terminal."""
-    from rich.table import Table
-
-    t = Table(title=title or "paper claims vs this run", show_lines=True)
-    for c, kw in (("claim", {}), ("paper", {}), ("measured", {"justify": "right"}), ("95% CI", {"justify": "right"}),
-                  ("p", {"justify": "right"}), ("verdict", {}), ("power", {}), ("note", {})):
-        t.add_column(c, **kw)
-    for r in rows:
-        m, ci = format_measured(r)
-        style = VERDICT_STYLE.get(r["verdict"], "")
-        t.add_row(f"({r['id']}) {r['claim']}", r["paper"], m, ci, format_p(r["p"]),
-                  f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"], format_power(r), r["note"])
-    return t
-
-
-def claims_command(run: str, db: Any = None, console: Any = None) -> int:
-    """`harness claims RUN`: print the claims table for a suite run; returns exit code 0.
-    A missing store or run raises `StoreError` (the CLI prints it as one line)."""
-    from rich.console import Console
-
-    from .results import load
-
-    console = console or Console()
-    res = load(run, db)
-    rows = check_claims(res)
-    console.print(claims_table(rows, title=f"paper claims · run {res.run_id} · {res.manifest.model or ''}"))
-    console.print(f"verdict rules: {SUPPORTED} = 95% CI on the claim's side; {CONTRADICTED} = CI entirely on "
-                  f"the other side; {INCONCLUSIVE} = CI straddles; cost ratios use a x/÷{COST_TOLERANCE:g} band "
-                  "(see harness/claims.py)", highlight=False)
-    for n in res.notes:
-        console.print(f"note: {n}", highlight=False)
-    return 0
-
-
 def lead_sentences(rows: list[dict]) -> list[str]:
     """Three or four sentences that answer "did SDFT forget less than SFT here, how sure are we,
     at what cost", from `check_claims` rows: the report opens with them."""
@@ -437,8 +366,8 @@ def lead_sentences(rows: list[dict]) -> list[str]:
         r = by.get(cid)
         if r is None or r["verdict"] == NOT_MEASURED:
             return None
-        m, ci = format_measured(r)
-        pw = format_power(r)
+        m, ci = F.claim_value(r)
+        pw = F.claim_power(r)
         inner = "; ".join(x for x in (f"95% CI {ci}" if ci else "", r["verdict"], pw) if x)
         return f"{m} ({inner})"
 
@@ -463,7 +392,7 @@ def lead_sentences(rows: list[dict]) -> list[str]:
         out.append(f"On the new task, SDFT minus SFT accuracy is {s}.")
     if (s := said("a")):
         out.append(f"The demonstration-conditioned teacher SDFT learns from beats the base by {s}.")
-    cost = [f"{r['claim'].split('training ')[-1].split(' ~')[0]} {format_measured(r)[0]}"
+    cost = [f"{r['claim'].split('training ')[-1].split(' ~')[0]} {F.claim_value(r)[0]}"
             for cid in ("d-wall", "d-flops") if (r := by.get(cid)) and r["verdict"] != NOT_MEASURED]
     if cost:
         out.append("Cost, SDFT / SFT: " + ", ".join(cost) + ".")

@@ -304,10 +304,10 @@ def report_cmd(run: str = typer.Argument(..., help="Run id (prefix) or suite nam
 def claims_cmd(run: str = typer.Argument(..., help="Run id (prefix) or suite name."),
                db: Optional[str] = typer.Option(None)):
     """Check the paper's claims against a stored run: supported / contradicted / inconclusive."""
-    from .claims import claims_command
+    from .commands import check_run_claims
     from .paths import results_db
 
-    raise typer.Exit(claims_command(run, str(results_db(db)), console))
+    render.print_claims(console, *check_run_claims(run, str(results_db(db))))
 
 
 @eval_app.command("prior")

@@ -172,7 +172,7 @@ def print_summary(console: Console, run_id: str, store) -> None:
 
 def print_sequential_summary(console: Console, run_id: str, store) -> None:
     """Per method, the accuracy matrix (tasks x stages, 95% CIs); then the retention claim."""
-    from . import claims as C
+    from . import formatting as F
     from .continual import BASE_STAGE, accuracy_matrix, retention_claim
     from .continual import outcomes_from_run as outcomes
 
@@ -189,7 +189,7 @@ def print_sequential_summary(console: Console, run_id: str, store) -> None:
         console.print(t)
     if {"sft", "sdft"} <= set(data.methods):
         row = retention_claim(data)
-        measured, ci = C.format_measured(row)
+        measured, ci = F.claim_value(row)
         console.print(f"claim {row['id']}: {row['claim']}: {measured} {ci} -> {row['verdict']}", highlight=False)
 
 
@@ -290,3 +290,35 @@ def prior_progress(prog: Progress):
         if event in ("done", "cached"):
             prog.advance(task)
     return cb
+
+
+def claims_table(rows: list[dict], title: str | None = None) -> Table:
+    """A rich Table of `claims.check_claims` rows, verdicts coloured."""
+    from . import claims as C
+    from . import formatting as F
+
+    style_of = {C.SUPPORTED: "green", C.CONTRADICTED: "red", C.EQUIVALENT: "cyan", C.INCONCLUSIVE: "yellow",
+                C.NOT_MEASURED: "dim"}
+    t = Table(title=title or "paper claims vs this run", show_lines=True)
+    for c, kw in (("claim", {}), ("paper", {}), ("measured", {"justify": "right"}), ("95% CI", {"justify": "right"}),
+                  ("p", {"justify": "right"}), ("verdict", {}), ("power", {}), ("note", {})):
+        t.add_column(c, **kw)
+    for r in rows:
+        m, ci = F.claim_value(r)
+        style = style_of.get(r["verdict"], "")
+        t.add_row(f"({r['id']}) {r['claim']}", r["paper"], m, ci, F.p_value(r["p"]),
+                  f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"], F.claim_power(r), r["note"])
+    return t
+
+
+def print_claims(console: Console, res, rows: list[dict]) -> None:
+    """`harness claims RUN`: the claims table of a loaded run (`results.Results`), the verdict rules
+    and the run's notes."""
+    from . import claims as C
+
+    console.print(claims_table(rows, title=f"paper claims · run {res.run_id} · {res.manifest.model or ''}"))
+    console.print(f"verdict rules: {C.SUPPORTED} = 95% CI on the claim's side; {C.CONTRADICTED} = CI entirely on "
+                  f"the other side; {C.INCONCLUSIVE} = CI straddles; cost ratios use a x/÷{C.COST_TOLERANCE:g} band "
+                  "(see harness/claims.py)", highlight=False)
+    for n in res.notes:
+        console.print(f"note: {n}", highlight=False)

@@ -35,6 +35,10 @@ seed, exact McNemar (`metrics.mcnemar`) is reported beside it on the binary per-
 indicator (right after its own stage, wrong at the end): it counts the items one method forgot and
 the other kept, which is the discordance behind the BWT difference, but it ignores items gained
 back, so it is a companion, not the verdict's test.
+
+Why one module of ~470 lines: every measure here reads the same `SequenceOutcomes` under the same
+stage and seed conventions (base column, per-seed then per-item), and the claim row combines them;
+apart, each piece would have to restate those conventions.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def base_continuations(model, tok, prompts: list[list[int]], new_tokens: int = N
     """The reference model's greedy continuation of each tokenised prompt (EOS kept when produced)."""
     import torch
 
-    from .generation import greedy_pruned
+    from .decoding import greedy_pruned
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out: list[list[int]] = []

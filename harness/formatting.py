@@ -100,3 +100,31 @@ def count(v: Any) -> str:
 def per_hour(v: Any) -> str:
     """A rate with one decimal (new-task gain in pp per training hour)."""
     return NA if missing(v) else f"{v:.1f}"
+
+
+def claim_value(row: dict) -> tuple[str, str]:
+    """A claim row's (measured, interval) (`claims.check_claims`): '+7.4 pp' / '[0.0, 15.4]',
+    '2.50x' / '[2.1, 3.0]', or '+0.0123 nats' / '[...]'."""
+    m, lo, hi = row["measured"], row["lo"], row["hi"]
+    if m is None or math.isnan(m):
+        return "n/a", ""
+    if row["unit"] == "x":
+        ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{lo:.2f}, {hi:.2f}]"
+        return f"{m:.2f}x", ci or "n/a (1 measurement)"
+    if row["unit"] == "nats":
+        ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{lo:+.4f}, {hi:+.4f}]"
+        return f"{m:+.4f} nats", ci
+    ci = "" if math.isnan(lo) or math.isnan(hi) else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return f"{100 * m:+.1f} pp", ci
+
+
+def claim_power(row: dict) -> str:
+    """A claim row's power: 'MDE 12.3 pp; ~410 items for the paper's +7.4 pp' (two-sided 5%,
+    power 0.8), or ''."""
+    mde = row.get("mde", math.nan)
+    if mde is None or math.isnan(mde):
+        return ""
+    txt = f"MDE {100 * mde:.1f} pp" if row["unit"] == "pp" else f"MDE {mde:.4f} {row['unit']}"
+    if row.get("n_needed"):
+        txt += f"; ~{row['n_needed']} items for {row['n_needed_for']}"
+    return txt

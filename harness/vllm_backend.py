@@ -135,7 +135,7 @@ class VLLMBackend:
         kw.update(engine_kwargs)
         self.llm = vllm.LLM(**kw)
         self._next_lora_id = 1
-        self.lora = self._lora_request(adapter) if adapter else None
+        self.lora = self.lora_request(adapter) if adapter else None
 
     @classmethod
     def from_spec(cls, model_spec: str, dtype: str = "float32", trust_remote_code: bool = False,
@@ -148,7 +148,9 @@ class VLLMBackend:
         return cls(weights_dir(ms.path), load_tokenizer(model_spec, trust_remote_code), adapter=ms.adapter,
                    dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
 
-    def _lora_request(self, adapter: str):
+    def lora_request(self, adapter: str):
+        """A request serving the adapter folder `adapter` under a new id: vLLM caches adapters by id, so
+        an adapter rewritten in place (a training step) must come with a fresh one."""
         from vllm.lora.request import LoRARequest
 
         if not self.llm.llm_engine.vllm_config.lora_config:
@@ -167,8 +169,15 @@ class VLLMBackend:
         evaluate a base model and its trained adapters without restarting (tens of seconds each)."""
         other = object.__new__(VLLMBackend)
         other.__dict__.update(self.__dict__)
-        other.lora = self._lora_request(adapter) if adapter else None
+        other.lora = self.lora_request(adapter) if adapter else None
         return other
+
+    def close(self) -> None:
+        """Stop the engine now rather than at garbage collection (a colocated engine holds its KV cache
+        and a copy of the weights for as long as it lives)."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
 
     def _prompt_ids(self, prompts: Sequence, settings: GenerationSettings) -> list[list[int]]:
         texts = [render_prompt(self.tok, p, settings.chat_template) for p in prompts]

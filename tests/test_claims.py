@@ -9,8 +9,9 @@ import pytest
 from fake_suite_run import make_suite_run
 from rich.console import Console
 
-from harness.claims import (CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, SUPPORTED, band_verdict, check_claims,
-                            claims_command, claims_table, sign_verdict)
+from harness.claims import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, SUPPORTED, band_verdict, check_claims, sign_verdict
+from harness.cli_render import claims_table, print_claims
+from harness.commands import check_run_claims
 from harness.errors import StoreError
 from harness.results import load
 from harness.store import Store
@@ -101,10 +102,12 @@ def test_claims_table_and_command(store):
     out = buf.getvalue()
     assert "(a) teacher" in out and "(d-wall)" in out and "paper, Qwen2.5-7B-Instruct" in out
     buf = io.StringIO()
-    assert claims_command(rid, store, Console(file=buf, width=220)) == 0
-    assert "verdict rules" in buf.getvalue()
+    res, again = check_run_claims(rid, store)
+    assert [r["id"] for r in again] == [r["id"] for r in rows]
+    print_claims(Console(file=buf, width=220), res, again)
+    assert "verdict rules" in buf.getvalue() and f"run {res.run_id}" in buf.getvalue()
     with pytest.raises(StoreError):
-        claims_command("nope", store, Console(file=io.StringIO()))
+        check_run_claims("nope", store)
 
 
 @pytest.mark.parametrize("verdict,seed_lo,seed_hi,expected", [
@@ -227,9 +230,10 @@ def test_every_difference_claim_reports_its_power(tmp_path):
         assert r["mde"] > 0 and r["n_needed"] and "paper" in r["n_needed_for"], cid
     # (b): the paper's +7.4 pp needs far more items than this run's n
     assert rows["b"]["n_needed"] > rows["b"]["n"] and rows["b"]["mde"] > 0.074
-    from harness.claims import format_power, lead_sentences
+    from harness.claims import lead_sentences
+    from harness.formatting import claim_power
 
-    assert format_power(rows["b"]).startswith("MDE ") and "items for the paper's +7.4 pp" in format_power(rows["b"])
+    assert claim_power(rows["b"]).startswith("MDE ") and "items for the paper's +7.4 pp" in claim_power(rows["b"])
     assert any("MDE" in s for s in lead_sentences(list(rows.values())))
 
 

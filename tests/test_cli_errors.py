@@ -115,7 +115,7 @@ def test_a_run_that_fails_midway_is_marked_failed(tmp_path, tiny_model_dir, data
 
 
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, data_dir, monkeypatch, capsys):
-    from harness.tasks import tooluse
+    from harness.tasks.tooluse import data as tooluse
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -126,7 +126,7 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, data_dir, monkeypatch
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(data_dir, monkeypatch, capsys):
-    from harness.tasks import tooluse
+    from harness.tasks.tooluse import data as tooluse
 
     def bug(*a, **k):
         raise RuntimeError("a bug")
@@ -141,7 +141,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(data_dir,
 
 
 def test_os_errors_are_one_line_naming_the_path(tmp_path, data_dir, monkeypatch, capsys):
-    from harness.tasks import tooluse
+    from harness.tasks.tooluse import data as tooluse
 
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x.json"))
@@ -263,6 +263,7 @@ def nothing_fetched(tmp_path, monkeypatch):
     measurement in HARNESS_CACHE too, so HARNESS_DTYPE stands in for it."""
     import huggingface_hub
 
+    import harness.model_aliases
     import harness.models
 
     def forbidden(*a, **k):
@@ -273,8 +274,10 @@ def nothing_fetched(tmp_path, monkeypatch):
             forbidden(repo_id)
         raise FileNotFoundError(f"{repo_id}: not in the local cache")  # what an empty hub cache says
 
-    for name in ("materialise", "install_packages", "hub_snapshot"):
+    for name in ("materialise", "hub_snapshot"):
         monkeypatch.setattr(harness.models, name, forbidden)
+    for name in ("materialise", "install_packages"):
+        monkeypatch.setattr(harness.model_aliases, name, forbidden)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
     cache = tmp_path / "cache"
     monkeypatch.setenv("HARNESS_CACHE", str(cache))

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.generation import (GenerationSettings, HFBackend, _greedy_batches, _prefix_groups, greedy_pruned,
-                                greedy_shared, sample_pruned)
+from harness.decoding import _greedy_batches, _prefix_groups, greedy_pruned, greedy_shared, sample_pruned
+from harness.generation import GenerationSettings, HFBackend
 
 PROMPTS = ["Thought: I need to call", "Action Input: {\"city\": \"Paris\"} and then a much longer prompt here",
            "def add(a, b):", "The quick brown fox jumps over the lazy dog. 0123", "Your task"]
@@ -320,7 +320,7 @@ def test_vllm_backend_is_wired_through_evaluate_with_its_own_cache_key(tmp_path,
     from harness.evaluate import EvalRequest, backend_factory, eval_key, evaluate
     from harness.models import load_tokenizer
     from harness.store import Store
-    from harness.tasks import tooluse as tu
+    from harness.tasks.tooluse import data as tu
 
     calls = {}
 

@@ -83,8 +83,10 @@ def test_local_fingerprint_is_the_runs_fingerprint_or_none_and_fetches_nothing(t
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    import harness.model_aliases as aliases
+
     for name in ("install_packages", "_assemble_gguf"):  # `materialise` of a materialised alias calls neither
-        monkeypatch.setattr(M, name, lambda *a, **k: pytest.fail("installed or converted a model"))
+        monkeypatch.setattr(aliases, name, lambda *a, **k: pytest.fail("installed or converted a model"))
     cached = {}
 
     def snapshot(repo_id, local_files_only=False, **kw):

@@ -122,7 +122,7 @@ def test_interrupted_evaluation_resumes_missing_items_only(tmp_path, tiny_model_
     from harness.evaluate import EvalRequest, evaluate, hf_backend_factory
     from harness.generation import GenerationSettings
     from harness.store import Store
-    from harness.tasks import tooluse as tu
+    from harness.tasks.tooluse import data as tu
 
     loaded = tu.load_tooluse(data_dir / tu.SPLITS["paper68"])
     recs = loaded.records[:6]
@@ -163,7 +163,7 @@ def test_generation_batches_are_as_large_as_the_backend_batch_size(tmp_path, tin
     from harness.evaluate import EvalRequest, evaluate, hf_backend_factory
     from harness.generation import GenerationSettings
     from harness.store import Store
-    from harness.tasks import tooluse as tu
+    from harness.tasks.tooluse import data as tu
 
     recs = tu.load_tooluse(data_dir / tu.SPLITS["paper68"]).records[:13]
     factory = hf_backend_factory(str(tiny_model_dir), "float32", "cpu", 10)
@@ -196,7 +196,7 @@ def test_a_new_decoder_version_recomputes_instead_of_reusing_cached_outputs(tmp_
     from harness import generation
     from harness.evaluate import EvalRequest, evaluate, hf_backend_factory
     from harness.store import Store
-    from harness.tasks import tooluse as tu
+    from harness.tasks.tooluse import data as tu
 
     recs = tu.load_tooluse(data_dir / tu.SPLITS["paper68"]).records[:2]
     req = EvalRequest(recs, "h", "base", generation.GenerationSettings(max_new_tokens=3))

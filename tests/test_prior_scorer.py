@@ -317,7 +317,7 @@ def test_generate_until_matches_stock_and_refills_slots(tiny_model, monkeypatch)
     """Greedy generate_until: the same texts as stock HFLM, with and without a stop sequence that
     fires mid-generation, while the decoder gets more prompts per call than `batch_size` (so a
     finished row's slot is refilled from the waiting prompts)."""
-    import harness.generation as G
+    import harness.decoding as G
 
     model, tok = tiny_model
     model.float().eval()
@@ -345,7 +345,7 @@ def test_generate_until_matches_stock_and_refills_slots(tiny_model, monkeypatch)
 
 
 def test_generate_until_with_a_repetition_penalty_goes_to_stock(tiny_model, monkeypatch):
-    import harness.generation as G
+    import harness.decoding as G
 
     model, tok = tiny_model
     model.float().eval()

@@ -7,13 +7,13 @@ import jinja2
 import pytest
 
 from harness.errors import ConfigError, DataError
-from harness.tasks import tooluse as tu
-from harness.tasks.base import Task, load_selection, render_messages, stratified_subset
+from harness.tasks.base import Task, load_selection, render_messages, stratified_subset, teacher_turn
 from harness.tasks.registry import TASKS, get_task
 from harness.tasks.science import ScienceTask
 from harness.tasks.science import data as sd
 from harness.tasks.science.scorer import extract_answer
-from harness.tasks.tooluse_scorer import score as tooluse_score
+from harness.tasks.tooluse import data as tu
+from harness.tasks.tooluse.scorer import score as tooluse_score
 
 SCI = ScienceTask()
 TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -285,7 +285,7 @@ def test_tooluse_adapter_delegates_without_changing_anything(data_dir):
         assert render_messages(tok, task.student_prompt(r), False) == render_chat(tok, r.prompt, False)
         for template in ("paper", "code"):
             assert render_messages(tok, task.teacher_prompt(r, template=template)) == \
-                render_chat(tok, tu.teacher_prompt(r.prompt, r.demonstration, template))
+                render_chat(tok, teacher_turn(r.prompt, r.demonstration, template))
         assert task.sft_target(r) == r.demonstration and task.identity(r) == r.prompt
         for out in (r.demonstration, "Action: nope\nAction Input: {\"a\": 1}", ""):
             s, ref_s = task.score(r, out), tooluse_score(out, r.gold_calls)

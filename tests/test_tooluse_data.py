@@ -5,8 +5,9 @@ import json
 import pytest
 
 from harness.errors import DataError
-from harness.tasks import tooluse as tu
-from harness.tasks.tooluse_scorer import score
+from harness.tasks.base import teacher_turn
+from harness.tasks.tooluse import data as tu
+from harness.tasks.tooluse.scorer import score
 
 
 def test_paper68_prompts_are_byte_identical(data_dir):
@@ -67,15 +68,15 @@ def test_golden_response_is_used_when_present(tmp_path):
 
 
 def test_teacher_prompt_templates():
-    p = tu.teacher_prompt("Q", "DEMO")
+    p = teacher_turn("Q", "DEMO")
     assert p == ("Q\n\nThis is an example for a response to the question:\nDEMO\n\n"
                  "Now answer with a response of your own, including the thinking process:")
-    assert tu.teacher_prompt("Q", "DEMO", "code").endswith("thinking process.")
-    assert tu.teacher_prompt("Q", "D", "{prompt}|{demonstration}") == "Q|D"
+    assert teacher_turn("Q", "DEMO", "code").endswith("thinking process.")
+    assert teacher_turn("Q", "D", "{prompt}|{demonstration}") == "Q|D"
     # a prompt that mentions a field name is inserted verbatim, not substituted again
-    assert tu.teacher_prompt("use {demonstration} here", "D", "{prompt}|{demonstration}") == "use {demonstration} here|D"
+    assert teacher_turn("use {demonstration} here", "D", "{prompt}|{demonstration}") == "use {demonstration} here|D"
     with pytest.raises(DataError):
-        tu.teacher_prompt("Q", "D", "no fields")
+        teacher_turn("Q", "D", "no fields")
 
 
 @pytest.mark.parametrize("mutate,field", [
@@ -186,7 +187,7 @@ def test_jsonl_content_under_a_json_name_loads_and_plain_json_errors_stay_json_e
 def test_stratified_subset_covers_every_api_in_proportion_and_is_seeded(data_dir):
     from collections import Counter
 
-    from harness.tasks.tooluse import load_tooluse, resolve_split, subset
+    from harness.tasks.tooluse.data import load_tooluse, resolve_split, subset
 
     recs = load_tooluse(resolve_split("paper68", data_dir)).records
     per_api = Counter(r.api for r in recs)

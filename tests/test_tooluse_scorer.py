@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.tasks.tooluse_scorer import score
+from harness.tasks.tooluse.scorer import score
 
 G1 = [{"Action": "getWeather", "Action_Input": '{"city": "Paris", "days": 3}'}]
 G2 = [{"Action": "search", "Action_Input": '{"q": "cats"}'},
@@ -129,7 +129,7 @@ def test_permuted_calls_with_shuffled_keys_score_correct(calls, rnd):
 @settings(max_examples=200, deadline=None)
 @given(gold_calls(), st.text(max_size=40))
 def test_gold_demonstration_is_always_correct_and_trailing_text_ignored(calls, tail):
-    from harness.tasks.tooluse import demonstration_from_calls
+    from harness.tasks.tooluse.data import demonstration_from_calls
 
     tail = tail.replace("Action", "")  # trailing prose with no further actions
     assert score(demonstration_from_calls(calls) + "\n" + tail, calls).correct

@@ -196,7 +196,8 @@ run = Run(tiny_cfg({model!r}, method={method!r}, max_steps=1, max_completion_tok
 run.train_step()
 if run.acc.is_main_process:
     from safetensors.torch import save_file
-    save_file(run.trainable_state(), {out!r} + ".safetensors")
+    from harness.train.checkpoint import trainable_state
+    save_file(trainable_state(run), {out!r} + ".safetensors")
 """
 
 
@@ -231,7 +232,7 @@ def test_drift_is_zero_before_the_first_update_without_a_probe_and_measured_afte
 
 
 def test_flops_estimate_counts_student_teacher_and_rollout_tokens_separately():
-    from harness.train.loop import flops_estimate
+    from harness.train.accounting import flops_estimate
 
     n = 1000
     # SFT, LoRA, no recompute: 4N per trained token only
@@ -247,7 +248,7 @@ def test_flops_estimate_counts_student_teacher_and_rollout_tokens_separately():
 def test_a_second_run_on_a_locked_output_folder_stops_in_one_line(tiny_model_dir, tmp_path):
     import fcntl
 
-    from harness.train.loop import LOCK_NAME
+    from harness.train.checkpoint import LOCK_NAME
 
     out = tmp_path / "o"
     out.mkdir()
@@ -276,3 +277,41 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tiny_model_dir
     with pytest.raises(CheckpointError, match="no readable checkpoint to resume from"):
         Run(tiny_cfg(tiny_model_dir, **cfg), tiny_records(), out, "h").resume()
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_side_effects_are_callbacks_the_caller_can_replace(tiny_model_dir, tmp_path):
+    """The loop calls each callback after every step and once at the end; replacing the default
+    set removes its side effects (no checkpoint, CSV or exported model), and the default set
+    writes the store rows, progress, CSV and checkpoints a run resumes from."""
+    from harness.store import Store
+    from harness.train.callbacks import TrainCallback
+
+    class Record(TrainCallback):
+        def __init__(self):
+            self.calls = []
+
+        def on_step_end(self, run, row):
+            self.calls.append(("step", run.step, row["step"]))
+
+        def on_train_end(self, run):
+            self.calls.append(("end", run.step, None))
+
+    rec = Record()
+    out = tmp_path / "quiet"
+    res = Run(tiny_cfg(tiny_model_dir, method="sft", max_steps=3), tiny_records(), out, "h", callbacks=[rec]).run()
+    assert rec.calls == [("step", 1, 1), ("step", 2, 2), ("step", 3, 3), ("end", 3, None)]
+    assert res.steps == 3 and len(res.log) == 3
+    assert sorted(p.name for p in out.iterdir() if p.name != ".harness-train.lock") == ["run_config.json"]
+
+    store = Store(tmp_path / "s.db")
+    seen = []
+    out2 = tmp_path / "default"
+    train(tiny_cfg(tiny_model_dir, method="sft", max_steps=3, save_every=2, keep_checkpoints=2),
+          tiny_records(), out2, "h",
+          store=store, progress=lambda s, n, row: seen.append((s, n)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert sorted(p.name for p in out2.glob("ckpt-*")) == ["ckpt-000002", "ckpt-000003"]
+    assert (out2 / "final" / "harness_train.json").is_file()
+    assert len((out2 / "train_log.csv").read_text().strip().splitlines()) == 1 + 3
+    rows = store.conn.execute("select step from train_steps order by step").fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3]

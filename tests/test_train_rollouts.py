@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from harness.train.loop import PHASES, Phases, Run, position_ids, train
+from harness.train.accounting import PHASES, Phases
+from harness.train.loop import Run, train
 from train_helpers import tiny_cfg, tiny_records
 
 torch.set_num_threads(1)

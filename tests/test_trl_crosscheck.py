@@ -9,7 +9,7 @@ but equivalent reductions; observed differences are ~1e-7).
 import pytest
 import torch
 
-from harness.tasks.tooluse import TEACHER_TEMPLATES
+from harness.tasks.base import TEACHER_TEMPLATES
 from harness.train.loop import Run
 from train_helpers import tiny_cfg, tiny_records
 

@@ -1,6 +1,6 @@
 """Small synthetic tool-use records so training tests run in seconds on the tiny model."""
 
-from harness.tasks.tooluse import ToolUseRecord
+from harness.tasks.tooluse.data import ToolUseRecord
 
 
 def tiny_records(n: int = 8) -> list[ToolUseRecord]:

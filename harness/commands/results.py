@@ -1,5 +1,6 @@
-"""Reading the results store as the `results`, `report` and `data` commands do: what a stored run
-holds, its export, a gate baseline drawn from it, its report, and a data file's check. A missing
+"""Reading the results store as the `results`, `report`, `claims` and `data` commands do: what a
+stored run holds, its export, a gate baseline drawn from it, its claims, its report, and a data
+file's check. A missing
 store or run is a one-line error; nothing here creates a store.
 """
 
@@ -61,6 +62,15 @@ def write_baseline(spec: str, out: Path, note: Optional[str] = None,
     return path, {k: len(v["items"]) for k, v in outcomes.metrics.items()}
 
 
+def check_run_claims(run: str, db: Optional[str] = None):
+    """A stored run (`results.Results`) and its claim rows (`claims.check_claims`)."""
+    from ..claims import check_claims
+    from ..results import load
+
+    res = load(run, db)
+    return res, check_claims(res)
+
+
 def render_report(run: str, out: Path = Path("reports"), db: Optional[str] = None) -> dict:
     """Render a stored run's HTML and Markdown report under `out`; returns their paths."""
     from ..report import render
@@ -91,7 +101,7 @@ def check_tooluse_data(split: str = "paper68", data_dir: Optional[str] = None,
     """Load a tool-use split or file as evaluation and training do (a bad record fails in one line
     unless `skip_invalid`)."""
     from ..paths import data_dir as resolve_data_dir
-    from ..tasks import tooluse as tu
+    from ..tasks.tooluse import data as tu
 
     path = tu.resolve_split(split, resolve_data_dir(data_dir))
     loaded = tu.load_tooluse(path, skip_invalid=skip_invalid)

@@ -24,7 +24,7 @@ longer than the window is left-truncated exactly as `HFLM` does: the last `max_l
 of context+continuation, minus the last, are the model input, so choices of different lengths can
 see different context starts and then simply form different groups.
 
-Greedy `generate_until` requests (IFEval, HumanEval) run through `generation.greedy_shared`: a row
+Greedy `generate_until` requests (IFEval, HumanEval) run through `decoding.greedy_shared`: a row
 leaves the batch at EOS or once its text holds one of lm-eval's stop sequences, and the next
 prompt takes its slot, instead of `generate` decoding every row of a batch until the longest is
 done. lm-eval still builds the prompts, truncates, and cuts the text at the stop sequences, so
@@ -283,14 +283,14 @@ class SharedContextScoring:
             self.batch_size_per_gpu = saved
 
     def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
-        """Greedy requests: `generation.greedy_shared` on each row's own (unpadded) tokens, a row
+        """Greedy requests: `decoding.greedy_shared` on each row's own (unpadded) tokens, a row
         ending at the model's EOS (as `generate`) or once its text contains a stop sequence
         (lm-eval cuts the text there anyway); returns `generate`'s layout, [context | new | pad].
         Sampling requests, and models whose generation_config would alter greedy decoding
         (a repetition penalty, ...), go to stock `HFLM`."""
         import torch
 
-        from ..generation import greedy_shared
+        from ..decoding import greedy_shared
 
         sampling = bool(generation_kwargs.get("do_sample")) or float(generation_kwargs.get("temperature") or 0) > 0
         if sampling or not self._pruned_generation_ok():

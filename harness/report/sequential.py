@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from .. import claims as C
+from .. import formatting as F
 from ..continual import retention_claim
 from ..formatting import secs
 from ..manifest import SequentialManifest
@@ -25,12 +26,12 @@ from .tables import Table
 def _lead(row: dict, tasks: list[str]) -> list[str]:
     if row["verdict"] == C.NOT_MEASURED:
         return [f"Retention was not measured: {row.get('note', '')}."]
-    measured, ci = C.format_measured(row)
+    measured, ci = F.claim_value(row)
     answer = {C.SUPPORTED: "Yes: SDFT kept more of the earlier skills than SFT here",
               C.CONTRADICTED: "No: SFT kept more of the earlier skills than SDFT here",
               C.EQUIVALENT: "No difference beyond the stated margin",
               }.get(row["verdict"], "Not decided at this sample size")
-    power = C.format_power(row)
+    power = F.claim_power(row)
     return [f"{answer}: backward transfer over {' then '.join(tasks)}, SDFT minus SFT, is {measured} "
             f"(95% CI {ci}; {row['verdict']}{'; ' + power if power else ''}).", row.get("note", "")]
 

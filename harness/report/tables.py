@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from .. import claims as C
+from .. import formatting as F
 from ..formatting import ci, count, missing, nats, p_value, pct, per_hour, pp, pval, ratio, secs, seed_ci, si
 from ..paper import BENCHMARK_TITLES, DISCREPANCIES, PAPER_LABEL, table5_rows
 from ..drift_probe import TASK as DRIFT_TASK
@@ -180,8 +181,8 @@ def claims_table(rows: list[dict]) -> Table:
                       f"side; inconclusive = CI straddles. Cost: ×/÷{C.COST_TOLERANCE:g} band around the paper's "
                       "ratio.")
     for x in rows:
-        m, cis = C.format_measured(x)
-        t.add([f"({x['id']}) {x['claim']}", x["paper"], m, cis, p_value(x["p"]), x["verdict"], C.format_power(x),
+        m, cis = F.claim_value(x)
+        t.add([f"({x['id']}) {x['claim']}", x["paper"], m, cis, p_value(x["p"]), x["verdict"], F.claim_power(x),
                x["test"], x["note"]], "")
     return t
 

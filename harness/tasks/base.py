@@ -23,18 +23,38 @@ prompt string today (`render_messages` below is that rendering generalised).
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..errors import ConfigError, DataError
-# The paper's teacher turn (templates 'paper' and 'code') has one implementation, shared by every task.
-from .tooluse import TEACHER_TEMPLATES, teacher_prompt as teacher_turn
 
 __all__ = ["Messages", "Record", "Score", "LoadedSplit", "Task", "TEACHER_TEMPLATES", "teacher_turn",
            "user_turn", "replace_user_turn", "render_messages", "stratified_subset", "load_selection"]
 
 Messages = list[dict[str, str]]
+
+# The teacher sees the question, then the demonstration (method.md). The paper's text ends the
+# closing instruction with a colon, the released code with a period; both are offered.
+TEACHER_TEMPLATES = {
+    "paper": "{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+             "Now answer with a response of your own, including the thinking process:",
+    "code": "{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+            "Now answer with a response of your own, including the thinking process.",
+}
+
+
+def teacher_turn(prompt: str, demonstration: str, template: str = "paper") -> str:
+    """The teacher's single user turn. `template` is 'paper', 'code', or a custom string with
+    `{prompt}` and `{demonstration}` fields."""
+    fmt = TEACHER_TEMPLATES.get(template, template)
+    if "{prompt}" not in fmt or "{demonstration}" not in fmt:
+        raise DataError(f"teacher template must contain {{prompt}} and {{demonstration}}: {template!r}")
+    # one pass, so a prompt or demonstration that itself contains "{demonstration}" stays verbatim
+    fields = {"{prompt}": prompt, "{demonstration}": demonstration}
+    return re.sub(r"\{prompt\}|\{demonstration\}", lambda m: fields[m.group(0)], fmt)
+
 
 
 @runtime_checkable

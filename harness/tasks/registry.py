@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Task
 from .science import ScienceTask
-from .tooluse_task import ToolUseTask
+from .tooluse import ToolUseTask
 
 TASKS: dict[str, Task] = {
     "tooluse": ToolUseTask(),

