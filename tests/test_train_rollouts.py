@@ -90,7 +90,8 @@ def test_a_steps_rollouts_do_not_depend_on_how_it_is_split_into_micro_batches(ti
         micro = run.my_micro_batches(1)
         seeds = run.row_seeds(1, micro)
         rows = []
-        for c, m in run.step_rollouts(micro, seeds):
+        for c, m, lp in run.step_rollouts(micro, seeds):
+            assert lp is None  # the trainer's own sampler reports no log-probs
             assert m.sum(1).max() == m.shape[1]  # each micro-batch trimmed to its own longest row
             rows += [c[i, :int(m[i].sum())].tolist() for i in range(len(c))]
         got[mb] = (rows, [s for r in seeds for s in r])
@@ -100,7 +101,7 @@ def test_a_steps_rollouts_do_not_depend_on_how_it_is_split_into_micro_batches(ti
 def test_rollouts_sample_with_only_the_configured_warpers(tiny_model_dir, tmp_path, monkeypatch):
     """The rollout path is `sample_pruned` with the configured settings, and never `generate`,
     whose processor list would be filled from the model's generation_config."""
-    import harness.generation as gen
+    import harness.decoding as gen
     from transformers.generation.utils import GenerationMixin
 
     run = make_run(tiny_model_dir, tmp_path, method="sdft", max_completion_tokens=4, temperature=0.7, top_k=5,
@@ -136,13 +137,15 @@ def test_top_k_is_off_by_default_and_validated(tiny_model_dir):
 
     cfg = tiny_cfg(tiny_model_dir, method="sft")
     d = {k: v for k, v in cfg.to_dict().items()
-         if k not in ("save_every", "keep_checkpoints", "merge", "drift_every", "top_k", "task")}
+         if k not in ("save_every", "keep_checkpoints", "merge", "drift_every", "top_k", "task", "rollout_backend",
+                      "vllm_is_cap")}
     assert cfg.key("d", "m") == hash_obj({"config": d, "data": "d", "model": "m"}, n=20)
     # SDFT weights depend on the rollout sampler: its id is in the key, so a checkpoint trained on
     # another sampler's rollouts is never reused or resumed as if current
     sd = tiny_cfg(tiny_model_dir, method="sdft")
     d = {k: v for k, v in sd.to_dict().items()
-         if k not in ("save_every", "keep_checkpoints", "merge", "drift_every", "top_k", "task")}
+         if k not in ("save_every", "keep_checkpoints", "merge", "drift_every", "top_k", "task", "rollout_backend",
+                      "vllm_is_cap")}
     assert sd.key("d", "m") == hash_obj({"config": d | {"rollout_sampler": ROLLOUT_SAMPLER}, "data": "d",
                                          "model": "m"}, n=20)
     assert sd.key("d", "m") != tiny_cfg(tiny_model_dir, method="sdft", top_k=5).key("d", "m")
