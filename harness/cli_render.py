@@ -5,7 +5,6 @@ line and a test can direct the output."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -14,14 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-
-def fmt_ci(v, lo, hi, pct=True) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    k = 100 if pct else 1
-    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
-        return f"{v * k:.1f}"
-    return f"{v * k:.1f} [{lo * k:.1f}, {hi * k:.1f}]"
+from . import formatting as F
 
 
 def print_models(console: Console) -> None:
@@ -155,15 +147,15 @@ def print_summary(console: Console, run_id: str, store) -> None:
         pa = fg = "-"
         if pr is not None and arm in pr.index:
             p = pr.loc[arm]
-            pa = fmt_ci(p["prior_avg"], None, None)
-            fg = fmt_ci(p["forgetting"], p["lo"], p["hi"]) if arm != "base" else "0 (reference)"
+            pa = F.pct_ci(p["prior_avg"], None, None)
+            fg = F.pct_ci(p["forgetting"], p["lo"], p["hi"]) if arm != "base" else "0 (reference)"
         wall = "-"
         if cost is not None and arm in cost.index:
             for col in ("train_wall_s", "wall_s"):
                 if col in cost.columns and cost.loc[arm, col] == cost.loc[arm, col]:
                     wall = f"{float(cost.loc[arm, col]):.0f}s"
                     break
-        t.add_row(arm, fmt_ci(r["acc"], r["lo"], r["hi"]), str(int(r["n"])), pa, fg, wall)
+        t.add_row(arm, F.pct_ci(r["acc"], r["lo"], r["hi"]), str(int(r["n"])), pa, fg, wall)
     console.print(t)
     for note in res.notes:  # e.g. an arm left unselected rather than chosen on the test set
         console.print(f"note: {note}", highlight=False)
@@ -172,7 +164,6 @@ def print_summary(console: Console, run_id: str, store) -> None:
 
 def print_sequential_summary(console: Console, run_id: str, store) -> None:
     """Per method, the accuracy matrix (tasks x stages, 95% CIs); then the retention claim."""
-    from . import formatting as F
     from .continual import BASE_STAGE, accuracy_matrix, retention_claim
     from .continual import outcomes_from_run as outcomes
 
@@ -184,7 +175,7 @@ def print_sequential_summary(console: Console, run_id: str, store) -> None:
         for j in range(BASE_STAGE, data.T):
             t.add_column("base" if j == BASE_STAGE else f"after {data.stage_label(j)}", justify="right")
         for task in data.tasks:
-            t.add_row(task, *[fmt_ci(A[(task, j)].acc, A[(task, j)].lo, A[(task, j)].hi)
+            t.add_row(task, *[F.pct_ci(A[(task, j)].acc, A[(task, j)].lo, A[(task, j)].hi)
                               for j in range(BASE_STAGE, data.T)])
         console.print(t)
     if {"sft", "sdft"} <= set(data.methods):
@@ -295,7 +286,6 @@ def prior_progress(prog: Progress):
 def claims_table(rows: list[dict], title: str | None = None) -> Table:
     """A rich Table of `claims.check_claims` rows, verdicts coloured."""
     from . import claims as C
-    from . import formatting as F
 
     style_of = {C.SUPPORTED: "green", C.CONTRADICTED: "red", C.EQUIVALENT: "cyan", C.INCONCLUSIVE: "yellow",
                 C.NOT_MEASURED: "dim"}

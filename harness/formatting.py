@@ -38,6 +38,14 @@ def ci(lo: Any, hi: Any, signed: bool = False) -> str:
     return f"[{100 * float(lo):{fmt}}, {100 * float(hi):{fmt}}]"
 
 
+def pct_ci(v: Any, lo: Any, hi: Any) -> str:
+    """A fraction in percent with its interval, '45.7 [28.9, 51.6]'; the value alone when a bound is
+    missing, 'n/a' when the value is."""
+    if missing(v):
+        return NA
+    return f"{pct(v)} {ci(lo, hi)}".rstrip()
+
+
 def nats(v: Any, digits: int = 4, signed: bool = False) -> str:
     """A quantity in nats (KL, log-probability changes): '0.0305', signed '+0.021'."""
     return NA if missing(v) else f"{float(v):{'+' if signed else ''}.{digits}f}"
