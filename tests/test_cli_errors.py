@@ -39,6 +39,12 @@ def harness(*args, env_extra=None, cwd=None):
     (["models", "pull", "gpt-5"], "unknown model alias 'gpt-5'"),
     (["train", "--method", "dpo", "-o", "{tmp}/o", "--model", "{tiny}"], "train.method: unknown method 'dpo'"),
     (["train", "--method", "sft", "--divergence", "tv", "-o", "{tmp}/o", "--model", "{tiny}"], "unknown divergence"),
+    (["train", "--method", "sdft", "--rollout-backend", "sglang", "-o", "{tmp}/o", "--model", "{tiny}"],
+     "train.rollout_backend: unknown backend 'sglang'"),
+    (["train", "--method", "sft", "--rollout-backend", "vllm", "-o", "{tmp}/o", "--model", "{tiny}"],
+     "train.rollout_backend: 'vllm' samples SDFT rollouts; method 'sft' has none"),
+    (["train", "--method", "sdft", "--vllm-is-cap", "2", "-o", "{tmp}/o", "--model", "{tiny}"],
+     "train.vllm_is_cap: corrects rollouts sampled by vLLM"),
     (["run", "suites/nope.yaml"], "suites/nope.yaml: file not found"),
     (["report", "no-such-run"], "not found"),
 ])

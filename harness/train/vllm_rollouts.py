@@ -1,7 +1,8 @@
 """SDFT rollouts sampled by a vLLM engine colocated with the trainer (`rollout_backend: vllm`).
 
-Why: sampling is most of an SDFT step (`gen_s`), and vLLM's batched decoding with a paged KV cache
-does it far faster than the trainer's own decode loop on GPUs. The samples must still be the
+Why: sampling is most of an SDFT step (`gen_s`; on one H200, 5.7 of a 6.1 s step with HF `generate`,
+README), and the public SDFT implementations sample with vLLM. Its speed here against the trainer's
+own sampler is not measured yet (benchmarks/bench_vllm_rollouts.py). The samples must still be the
 current student's, so each step the student's LoRA adapter as it is *now* reaches the engine:
 
 - one engine per run (created at the first rollout, on the run's base model folder, LoRA enabled
