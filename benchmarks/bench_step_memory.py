@@ -6,9 +6,9 @@
 Each method runs in its own subprocess (the model load, the `Run` set-up and one `train_step`),
 so each peak is its own: the child's `ru_maxrss` as the kernel reports it to the parent through
 `wait4`, the same number `/usr/bin/time -v` prints as "Maximum resident set size". The training
-configuration is the suite's own (`suite.arm_configs` of its first SFT and SDFT arms: LoRA, batch,
-micro-batch, prompt and rollout limits, gradient checkpointing, bf16, teacher), on the suite's
-training split, so the number follows the suite file. The child also prints the peak per phase of
+configuration is the suite's own (its first SFT and SDFT arms, in the first stage of a suite with
+`stages:`: LoRA, batch, micro-batch, prompt and rollout limits, gradient checkpointing, bf16,
+teacher), on that training split, so the number follows the suite file. The child also prints the peak per phase of
 the step (benchmarks/profile_step.py's `RssByPhase`). `--at-step N` runs the step with index N
 (its data batch, and the drift probe when N is a positive multiple of drift_every); step 0 never
 probes drift. Exit status 1 when a peak exceeds --target-gb (decimal GB, 10^9 bytes).
@@ -36,20 +36,27 @@ def child(method: str, suite_path: str, at_step: int) -> dict:
 
     from harness.errors import ConfigError
     from harness.pipeline import SuiteRunner
+    from harness.sequential import SequentialRunner, is_sequential
 
     tmp = Path(tempfile.mkdtemp())
     mon = RssByPhase()
     mon.method = method
     mon.install()
     with mon:
-        runner = SuiteRunner(suite_path, tmp / "harness.sqlite", log=lambda *_: None)
-        points = [p for p in runner.points if p.method == method and p.cfg is not None]
+        if is_sequential(suite_path):  # the first stage's shape, from the base model
+            runner = SequentialRunner(suite_path, tmp / "harness.sqlite", log=lambda *_: None)
+            points = [p for p in runner.points if p.method == method and p.stage == 0]
+            train = runner.stages[0].train
+        else:
+            runner = SuiteRunner(suite_path, tmp / "harness.sqlite", log=lambda *_: None)
+            points = [p for p in runner.points if p.method == method and p.cfg is not None]
+            train = runner.data.train
         if not points:
             raise ConfigError(f"{suite_path}: arms: no {method} arm to measure")
         from harness.train.loop import Run
 
         cfg = points[0].cfg
-        run = Run(cfg, runner.data.train.records, tmp / "out", runner.data.train.data_hash)
+        run = Run(cfg, train.records, tmp / "out", train.data_hash)
         run.step = at_step
         mon.set("other")
         row = run.train_step()

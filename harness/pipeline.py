@@ -133,6 +133,9 @@ class SuiteRunner:
         materialised (or downloaded) here, as the keys need its fingerprint."""
         self.suite_path = Path(suite_path)
         self.suite = load_suite(suite_path, overrides)
+        if self.suite.stages:
+            raise ConfigError(f"{suite_path}: stages: a suite with stages runs through "
+                              "harness.sequential.SequentialRunner (`harness run` picks it)")
         # `dtype: auto` becomes concrete here, once, before any key is computed
         self.precision = resolve_dtype(self.suite.dtype, self.suite.device)
         self.suite.dtype = self.precision.dtype

@@ -100,6 +100,15 @@ def test_a_grid_in_a_sequential_suite_is_refused(tmp_path, env):
         runner(write_suite(tmp_path, grid), env)
 
 
+def test_the_single_task_runner_refuses_a_suite_with_stages_and_writes_nothing(tmp_path, env):
+    from harness.pipeline import SuiteRunner
+
+    with pytest.raises(ConfigError, match=r"seq\.yaml: stages: a suite with stages runs through "
+                                          r"harness\.sequential\.SequentialRunner"):
+        SuiteRunner(write_suite(tmp_path), tmp_path / "runs.db")
+    assert not (tmp_path / "runs.db").exists()
+
+
 def test_cli_runs_a_sequential_suite_and_renders_its_report(tmp_path, env, capsys):
     from harness.cli import cli_main
 
