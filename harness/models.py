@@ -172,6 +172,10 @@ def _canonical_head_input(_module, args):
 
 
 WEIGHT_AND_TOKENIZER_SUFFIXES = {".safetensors", ".json", ".bin", ".model", ".txt", ".jinja"}
+# Bookkeeping the harness writes beside weights: the alias marker, and a trained checkpoint's
+# harness_train.json (its config, hashes and wall-clock totals). Hashing the latter made two trainings
+# with bit-identical weights fingerprint apart by their timings, so their evaluations never shared keys.
+NOT_MODEL_FILES = {MATERIALISED_MARKER, "harness_train.json"}
 _HUB_PATTERNS = [f"*{x}" for x in sorted(WEIGHT_AND_TOKENIZER_SUFFIXES) if x != ".bin"]
 
 
@@ -283,7 +287,7 @@ def _hash_folders(folders: list[Path], save_memo: bool) -> str:
     parts = []
     for fp in folders:
         for f in sorted(fp.iterdir()):
-            if f.suffix not in WEIGHT_AND_TOKENIZER_SUFFIXES or f.name == MATERIALISED_MARKER:
+            if f.suffix not in WEIGHT_AND_TOKENIZER_SUFFIXES or f.name in NOT_MODEL_FILES:
                 continue
             st = f.stat()
             mk = f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}"

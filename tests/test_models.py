@@ -38,6 +38,8 @@ def test_fingerprint_follows_weights_and_chat_template_not_unrelated_files(model
     before = fingerprint(str(model_copy))
     (model_copy / "README.md").write_text("notes")
     assert fingerprint(str(model_copy)) == before
+    (model_copy / "harness_train.json").write_text('{"totals": {"wall_s": 12.5}}')  # a trained folder's timings
+    assert fingerprint(str(model_copy)) == before
     (model_copy / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
     assert fingerprint(str(model_copy)) != before
 
