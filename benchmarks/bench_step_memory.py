@@ -8,8 +8,8 @@ so each peak is its own: the child's `ru_maxrss` as the kernel reports it to the
 `wait4`, the same number `/usr/bin/time -v` prints as "Maximum resident set size". The training
 configuration is the suite's own (its first SFT and SDFT arms, in the first stage of a suite with
 `stages:`: LoRA, batch, micro-batch, prompt and rollout limits, gradient checkpointing, bf16,
-teacher), on that training split, so the number follows the suite file. The child also prints the peak per phase of
-the step (benchmarks/profile_step.py's `RssByPhase`). `--at-step N` runs the step with index N
+teacher), on that training split, so the number follows the suite file. The child also prints the
+peak per phase of the step (benchmarks/profile_step.py's `RssByPhase`). `--at-step N` runs the step with index N
 (its data batch, and the drift probe when N is a positive multiple of drift_every); step 0 never
 probes drift. Exit status 1 when a peak exceeds --target-gb (decimal GB, 10^9 bytes).
 """

@@ -172,10 +172,11 @@ def _canonical_head_input(_module, args):
 
 
 WEIGHT_AND_TOKENIZER_SUFFIXES = {".safetensors", ".json", ".bin", ".model", ".txt", ".jinja"}
-# Bookkeeping the harness writes beside weights: the alias marker, and a trained checkpoint's
-# harness_train.json (its config, hashes and wall-clock totals). Hashing the latter made two trainings
-# with bit-identical weights fingerprint apart by their timings, so their evaluations never shared keys.
-NOT_MODEL_FILES = {MATERIALISED_MARKER, "harness_train.json"}
+# What a trained checkpoint's folder records beside its weights: config, hashes, wall-clock totals.
+TRAIN_META_NAME = "harness_train.json"
+# Bookkeeping the harness writes beside weights, left out of the fingerprint: hashing the training
+# record made two trainings with bit-identical weights fingerprint apart by their timings.
+NOT_MODEL_FILES = {MATERIALISED_MARKER, TRAIN_META_NAME}
 _HUB_PATTERNS = [f"*{x}" for x in sorted(WEIGHT_AND_TOKENIZER_SUFFIXES) if x != ".bin"]
 
 

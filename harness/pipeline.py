@@ -27,7 +27,7 @@ from .drift_probe import TASK as DRIFT_TASK
 from .evaluate import EvalRequest, eval_key as task_eval_key, evaluate, hf_backend_factory
 from .generation import GenerationSettings
 from .manifest import Benchmark, Cost, PointRecord, SuiteManifest, link_label, val_name
-from .models import fingerprint, local_fingerprint, not_local_reason
+from .models import TRAIN_META_NAME, fingerprint, local_fingerprint, not_local_reason
 from .paths import data_dir as resolve_data_dir
 from .precision import resolve_dtype
 from .selection import choose
@@ -115,7 +115,7 @@ def _setting_origin(suite: Suite, p: Point, key: str) -> str:
 def _trained(p: Point) -> bool:
     if p.checkpoint is None:  # keys not known yet: nothing can be cached
         return False
-    marker = p.checkpoint / "final" / "harness_train.json"
+    marker = p.checkpoint / "final" / TRAIN_META_NAME
     return marker.is_file() and json.loads(marker.read_text()).get("key") == p.train_key
 
 
@@ -264,7 +264,7 @@ class SuiteRunner:
         from .train.loop import train
 
         if _trained(p):
-            meta = json.loads((p.checkpoint / "final" / "harness_train.json").read_text())
+            meta = json.loads((p.checkpoint / "final" / TRAIN_META_NAME).read_text())
             return meta["totals"] | {"steps": meta["steps"], "cached": True}
         self.log(f"train {p.name} → {p.checkpoint}")
         cb = self._bar(f"train {p.name}")

@@ -32,7 +32,7 @@ from .errors import ConfigError
 from .evaluate import EvalRequest, eval_key as task_eval_key, evaluate, hf_backend_factory
 from .generation import GenerationSettings
 from .manifest import Cost, PointRecord, SequentialManifest, link_label
-from .models import fingerprint, local_fingerprint, not_local_reason
+from .models import TRAIN_META_NAME, fingerprint, local_fingerprint, not_local_reason
 from .paths import data_dir as resolve_data_dir
 from .precision import resolve_dtype
 from .stages import stage_chain_keys, stage_config
@@ -87,7 +87,7 @@ class StagePoint:
         marker = self.checkpoint / STAGE_MARKER
         try:
             return (json.loads(marker.read_text()).get("key") == self.key
-                    and (self.model_dir / "harness_train.json").is_file())
+                    and (self.model_dir / TRAIN_META_NAME).is_file())
         except (OSError, json.JSONDecodeError):
             return False
 
@@ -226,7 +226,7 @@ class SequentialRunner:
         from .train.loop import train
 
         if p.trained():
-            meta = json.loads((p.model_dir / "harness_train.json").read_text())
+            meta = json.loads((p.model_dir / TRAIN_META_NAME).read_text())
             return meta["totals"] | {"steps": meta["steps"], "cached": True}
         data = self.stages[p.stage]
         self.log(f"train {p.name} ({data.name}) → {p.checkpoint}")

@@ -17,10 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
+from ..models import TRAIN_META_NAME
 
 log = logging.getLogger("harness.train")
 LOCK_NAME = ".harness-train.lock"  # held (flock) while a run writes its output folder
-DONE_MARKER = Path("final") / "harness_train.json"
+DONE_MARKER = Path("final") / TRAIN_META_NAME
 
 
 def trainable_state(run) -> dict[str, torch.Tensor]:
@@ -149,7 +150,7 @@ def export(run) -> tuple[Path, Path | None]:
     else:
         run.model.save_pretrained(tmp, safe_serialization=True)
     run.tok.save_pretrained(tmp)
-    (tmp / "harness_train.json").write_text(json.dumps(meta, indent=1, default=str))
+    (tmp / TRAIN_META_NAME).write_text(json.dumps(meta, indent=1, default=str))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -165,7 +166,7 @@ def export(run) -> tuple[Path, Path | None]:
             m = run.model
         m.save_pretrained(mtmp, safe_serialization=True)
         run.tok.save_pretrained(mtmp)
-        (mtmp / "harness_train.json").write_text(json.dumps(meta, indent=1, default=str))
+        (mtmp / TRAIN_META_NAME).write_text(json.dumps(meta, indent=1, default=str))
         if merged.exists():
             shutil.rmtree(merged)
         os.replace(mtmp, merged)
