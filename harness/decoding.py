@@ -11,6 +11,7 @@ would make rollouts off-policy, and cannot share a prefix's prefill across rows.
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 from typing import Callable, Sequence
 
 
@@ -166,6 +167,57 @@ def _prefix_groups(prompts: Sequence[Sequence[int]], min_shared: int) -> list[tu
     return [(p if len(m) > 1 else 0, m) for p, m in groups]
 
 
+@lru_cache(maxsize=None)
+def _appending_layer():
+    """A `DynamicLayer` whose `update` writes new keys/values into spare capacity at the end of a
+    preallocated buffer and returns views of it.
+
+    Why: `DynamicLayer.update` concatenates, so every decode step copies the whole cache of every
+    layer (rows x heads x length x dim, twice) to append one column; at 32 rows of ~1.5k tokens that
+    is ~0.6 GB of memory traffic per step on a CPU whose decode is already memory-bound. Here the
+    buffer grows by half its length when full (amortised O(1) per token). The values are the same
+    tensors' contents, so outputs do not change. A layer whose `keys` was replaced from outside
+    (`batch_select_indices`, `_set_kv`, trimming) no longer views the buffer; its next update copies
+    it into a fresh one.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class AppendingLayer(DynamicLayer):
+        _buf = None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = self.keys.shape[-2] if self.keys.numel() else 0
+            m = key_states.shape[-2]
+            kb, vb = self._buf or (None, None)
+            if (kb is None or kb.shape[0] != key_states.shape[0] or n + m > kb.shape[-2]
+                    or (n and (self.keys.data_ptr() != kb.data_ptr() or self.keys.stride() != kb.stride()
+                               or self.values.data_ptr() != vb.data_ptr()))):
+                cap = n + m + max(64, (n + m) // 2)
+                kb = key_states.new_empty(*key_states.shape[:2], cap, key_states.shape[-1])
+                vb = value_states.new_empty(*value_states.shape[:2], cap, value_states.shape[-1])
+                if n:
+                    kb[:, :, :n].copy_(self.keys)
+                    vb[:, :, :n].copy_(self.values)
+                self._buf = (kb, vb)
+            kb[:, :, n:n + m].copy_(key_states)
+            vb[:, :, n:n + m].copy_(value_states)
+            self.keys, self.values = kb[:, :, :n + m], vb[:, :, :n + m]
+            return self.keys, self.values
+
+    return AppendingLayer
+
+
+def _appending(cache):
+    """`cache` with its per-layer DynamicLayers appending in place (`_appending_layer`)."""
+    cls = _appending_layer()
+    for layer in cache.layers:
+        if type(layer).__name__ == "DynamicLayer":
+            layer.__class__ = cls
+    return cache
+
+
 def _layers_kv(cache):
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -179,7 +231,7 @@ def _new_cache(model, kv):
     """A DynamicCache holding the given per-layer (keys, values), each [rows, heads, length, dim]."""
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=model.config)
+    cache = _appending(DynamicCache(config=model.config))
     for i, (k, v) in enumerate(kv):
         cache.update(k, v, i)
     return cache
@@ -229,8 +281,9 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
     if max_new_tokens <= 0 or not prompts:
         return out
     device = next(model.parameters()).device
-    probe = _new_cache(model, [])
-    if any(type(layer).__name__ != "DynamicLayer" for layer in probe.layers):
+    from transformers import DynamicCache
+
+    if any(type(layer).__name__ != "DynamicLayer" for layer in DynamicCache(config=model.config).layers):
         if stop is not None:
             raise NotImplementedError("greedy_shared: stop callbacks need a per-layer DynamicCache model")
         return _greedy_batches(model, prompts, max_new_tokens, eos_token_id, batch_size)
@@ -286,6 +339,27 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
                 prefix_kv.pop(g, None)
         return logits, cache, mask, pos[:, -1] + 1
 
+    def merge(a, b):
+        """Two row sets' (logits, cache, mask, next positions) as one, b's rows after a's: both
+        caches left-padded to the longer (padding is masked out), rows concatenated."""
+        (la, ca, ma, pa), (lb, cb, mb, pb) = a, b
+        L = max(ma.shape[1], mb.shape[1])
+        _set_kv(ca, [(torch.cat([_left_pad(k, L, 2), _left_pad(k2, L, 2)]),
+                      torch.cat([_left_pad(v, L, 2), _left_pad(v2, L, 2)]))
+                     for (k, v), (k2, v2) in zip(_layers_kv(ca), _layers_kv(cb))])
+        return torch.cat([la, lb]), ca, torch.cat([_left_pad(ma, L, 1), _left_pad(mb, L, 1)]), torch.cat([pa, pb])
+
+    def prefill_joining(batch):
+        """`prefill` of the rows joining now, in sub-batches of similar suffix length (a batch pads
+        every suffix to its longest: teacher demonstrations run from tens to hundreds of tokens),
+        merged into one row set. Returns it and the prompt index of each of its rows."""
+        parts = _similar_lengths(batch, [len(prompts[i]) - groups[g][0] for g, i in batch])
+        joined = None
+        for part in parts:
+            one = prefill(part)
+            joined = one if joined is None else merge(joined, one)
+        return joined, [i for part in parts for _, i in part]
+
     rows: list[int] = []            # prompt index of each running row
     cache = None                    # their KV cache
     mask = pos = tok = None
@@ -293,20 +367,14 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
         logits_new = None
         if queue and len(rows) < batch_size:
             batch, queue = queue[:batch_size - len(rows)], queue[batch_size - len(rows):]
-            logits_new, cache_new, mask_new, pos_new = prefill(batch)
-            new_rows = [i for _, i in batch]
+            (logits_new, cache_new, mask_new, pos_new), new_rows = prefill_joining(batch)
         if rows:
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             logits = forward(tok[:, None], mask, pos[:, None], cache)
             pos = pos + 1
         if logits_new is not None:
             if rows:
-                L = max(mask.shape[1], mask_new.shape[1])
-                _set_kv(cache, [(torch.cat([_left_pad(k, L, 2), _left_pad(k2, L, 2)]),
-                                 torch.cat([_left_pad(v, L, 2), _left_pad(v2, L, 2)]))
-                                for (k, v), (k2, v2) in zip(_layers_kv(cache), _layers_kv(cache_new))])
-                mask = torch.cat([_left_pad(mask, L, 1), _left_pad(mask_new, L, 1)])
-                pos, logits = torch.cat([pos, pos_new]), torch.cat([logits, logits_new])
+                logits, cache, mask, pos = merge((logits, cache, mask, pos), (logits_new, cache_new, mask_new, pos_new))
             else:
                 cache, mask, pos, logits = cache_new, mask_new, pos_new, logits_new
             rows = rows + new_rows
@@ -327,6 +395,28 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
                     mask = mask[:, first:]
                     _set_kv(cache, [(k[:, :, first:], v[:, :, first:]) for k, v in _layers_kv(cache)])
     return out
+
+
+# A prefill sub-batch may compute at most this many suffix tokens (padding included) per real one.
+PREFILL_PAD_SLACK = 1.25
+
+
+def _similar_lengths(items: list, lengths: list[int], slack: float | None = None) -> list[list]:
+    """`items` split into runs of similar `lengths`, longest first, so that padding each run to its
+    longest costs at most `slack` (default `PREFILL_PAD_SLACK`) x its real tokens (a run of one
+    never pads)."""
+    slack = PREFILL_PAD_SLACK if slack is None else slack
+    order = sorted(range(len(items)), key=lambda j: -lengths[j])
+    parts: list[list] = []
+    run: list[int] = []
+    for j in order:
+        if run and lengths[run[0]] * (len(run) + 1) > slack * (sum(lengths[r] for r in run) + lengths[j]):
+            parts.append([items[r] for r in run])
+            run = []
+        run.append(j)
+    if run:
+        parts.append([items[r] for r in run])
+    return parts
 
 
 def _greedy_batches(model, prompts, max_new_tokens, eos_token_id, batch_size) -> list[list[int]]:

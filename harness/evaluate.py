@@ -45,6 +45,9 @@ class EvalRequest:
     dtype: str = "float32"
     device: str = "cpu"          # only its type (cpu/cuda) enters the key: kernels differ, outputs may too
     backend: str = "hf"          # hf | vllm
+    # rows decoded together by the HF backend: another batch shape can flip a bf16 near-tie, so a
+    # width other than the historical 8 is part of the key (8 leaves keys as they were)
+    batch_size: int = 8
     task: str | Task = "tooluse"  # a registered task name, or the task itself
     demonstrations: str | None = None  # the split's demonstration policy (recorded, so a gate can reload it)
 
@@ -93,7 +96,13 @@ def eval_key(req: EvalRequest, model_hash: str) -> str:
                           decoder=decoder_id(req.settings, req.backend), dtype=req.dtype,
                           device=req.device.split(":")[0],
                           template=req.teacher_template if req.arm == "teacher" else None,
-                          scorer=task.version)
+                          scorer=task.version, **decode_width(req))
+
+
+def decode_width(req: EvalRequest) -> dict:
+    """The key part for the HF decoder's batch width: none at the historical 8 (or on vLLM, which
+    schedules its own batches)."""
+    return {"batch_size": req.batch_size} if req.backend == "hf" and req.batch_size != 8 else {}
 
 
 def summarise(rows: list[dict], wall_s: float, gen_tokens: int, gen_s: float,
@@ -147,7 +156,7 @@ def evaluate(req: EvalRequest, store: Store, model_hash: str, model_label: str,
     settings: dict[str, Any] = {"generation": req.settings.key(), "decoder": decoder_id(req.settings, req.backend),
                                 "split": req.split, "dtype": req.dtype, "device": req.device,
                                 "teacher_template": req.teacher_template, "scorer": task.version,
-                                "items": [r.item_id for r in req.records]}
+                                "items": [r.item_id for r in req.records], "batch_size": req.batch_size}
     if req.demonstrations is not None:
         settings["demonstrations"] = req.demonstrations
     store.begin_eval(key, task=task.name, arm=req.arm, model=model_label, model_hash=model_hash,

@@ -24,7 +24,7 @@ from typing import Callable
 
 from .errors import ConfigError
 from .drift_probe import TASK as DRIFT_TASK
-from .evaluate import EvalRequest, eval_key as task_eval_key, evaluate, hf_backend_factory
+from .evaluate import EvalRequest, backend_factory, eval_key as task_eval_key, evaluate
 from .generation import GenerationSettings
 from .manifest import Benchmark, Cost, PointRecord, SuiteManifest, link_label, val_name
 from .models import TRAIN_META_NAME, fingerprint, local_fingerprint, not_local_reason
@@ -211,7 +211,8 @@ class SuiteRunner:
         mode = "teacher" if p.method == "teacher" else "base"  # the prompt; the stored evaluation's `arm`
         return EvalRequest(d.records, d.data_hash, mode, self.settings, self.suite.task.teacher_template,
                            split=getattr(self.suite.task, split).split, dtype=self.suite.dtype,
-                           device=self.suite.device, task=self.task, demonstrations=self.suite.task.demonstrations)
+                           device=self.suite.device, task=self.task, demonstrations=self.suite.task.demonstrations,
+                           backend=self.suite.task.backend, batch_size=self.suite.task.batch_size)
 
     # ------------------------------------------------------------------ plan
     def _local_fp(self, spec: str) -> str | None:
@@ -277,7 +278,8 @@ class SuiteRunner:
         spec = self.spec_of(p)
         mh = fingerprint(spec)
         req = self.task_request(p, split)
-        factory = hf_backend_factory(spec, self.suite.dtype, self.suite.device, self.suite.task.batch_size)
+        factory = backend_factory(self.suite.task.backend, spec, self.suite.dtype, self.suite.device,
+                                  self.suite.task.batch_size)
         cb = self._bar(f"{self.task.name} {split} {p.name}")
         res = evaluate(req, self.store, mh, spec, factory, progress=cb)
         name = None if split == "test" else self.eval_name(split)  # the test evaluation is linked as the point

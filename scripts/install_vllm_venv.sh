@@ -14,7 +14,7 @@
 # another torch: they fail to load their C++ ops and break `from vllm import LLM`. Any of them that
 # does not import is removed (vLLM's text generation does not need them). Then the harness itself
 # (editable, no deps: vLLM's transformers stays) and the few packages the harness and its tests need
-# beside what vLLM brings.
+# beside what vLLM brings, lm-eval included (it leaves vLLM's torch and transformers alone).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,11 +52,14 @@ for pkg in torchvision torchaudio torchcodec; do
 done
 
 "${PIP[@]}" --no-deps -e "$ROOT"
-"${PIP[@]}" "peft>=0.17" "accelerate>=1.0" "gguf>=0.10" platformdirs scipy "pandas>=2" "pytest>=8" "pytest-timeout>=2"
+"${PIP[@]}" "peft>=0.17" "accelerate>=1.0" "gguf>=0.10" platformdirs scipy "pandas>=2" "pytest>=8" "pytest-timeout>=2" \
+    "lm-eval[ifeval]>=0.4.9,<0.5"   # the prior suite through lm-eval's own vllm model (harness/prior/vllm_lm.py)
 
 "${RUN[@]}" "$VENV/bin/python" -c "
 from vllm import LLM, SamplingParams
 from vllm.lora.request import LoRARequest
 import vllm, torch, transformers, harness.vllm_backend
+from harness.prior.vllm_lm import _import_lm_eval_vllm
+_import_lm_eval_vllm()
 print(f'install_vllm_venv: ok: vllm {vllm.__version__}, torch {torch.__version__}, transformers {transformers.__version__}')
 "

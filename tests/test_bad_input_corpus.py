@@ -13,6 +13,7 @@ and config files, broken model folders, and results stores of every broken kind 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import sqlite3
@@ -132,6 +133,8 @@ def _template(tmp_path_factory, tiny_model_dir) -> Path:
     _write(ws / "s/bad_task.yaml", _suite(**{"  name: tooluse": "  name: summarise"}))
     _write(ws / "s/task_in_train.yaml", _suite(**{"  warmup_steps: 0": "  warmup_steps: 0\n  task: science"}))
     _write(ws / "s/tool_demos.yaml", _suite(**{"  batch_size: 3": "  batch_size: 3\n  demonstrations: answer-only"}))
+    _write(ws / "s/backend_typo.yaml", _suite(**{"  batch_size: 3": "  batch_size: 3\n  backend: vlm"}))
+    _write(ws / "s/backend_vllm.yaml", _suite(**{"  batch_size: 3": "  batch_size: 3\n  backend: vllm"}))
     sci = {"  name: tooluse": "  name: science", "train: {split: eval_real, skip_invalid: true, limit: 8}":
            "train: {split: train_pool, limit: 8}", "test: {split: paper68, limit: 3}": "test: {split: eval507, limit: 3}"}
     _write(ws / "s/sci_noanswer.yaml", _suite(**sci | {"test: {split: paper68, limit: 3}":
@@ -371,6 +374,7 @@ CASES = [
      "bad_task.yaml: task.name: unknown task 'summarise' (known: science, tooluse)"),
     ("run-task-in-train", [*RUN, "{ws}/s/task_in_train.yaml"], 2,
      "task_in_train.yaml: train.task: the task is set once, in task.name"),
+    ("run-backend-typo", [*RUN, "{ws}/s/backend_typo.yaml"], 2, "backend_typo.yaml: task.backend"),
     ("run-tool-demonstrations", [*RUN, "{ws}/s/tool_demos.yaml"], 2,
      "task.demonstrations: tool use takes its demonstrations from the data file"),
     ("run-sci-no-answer", [*RUN, "{ws}/s/sci_noanswer.yaml"], 2,
@@ -491,6 +495,9 @@ CASES = [
     ("data-nofield", ["data", "check", "{ws}/data/nofield.json"], 2, "nofield.json, record"),
     ("data-notlist", ["data", "check", "{ws}/data/notlist.json"], 2, "notlist.json"),
 ]
+if importlib.util.find_spec("vllm") is None:  # where vLLM is installed, `backend: vllm` is valid
+    CASES.append(("run-backend-vllm-missing", [*RUN, "{ws}/s/backend_vllm.yaml"], 2,
+                  "backend_vllm.yaml: task.backend: backend 'vllm' requested but vllm is not installed"))
 
 
 def test_the_corpus_is_large_and_covers_every_verb():

@@ -383,3 +383,81 @@ def test_evaluation_greedy_ignores_the_models_generation_config(tiny_model):
         penalised = model.generate(**batch, max_new_tokens=10, pad_token_id=tok.pad_token_id)
     plain = _reference(model, tok, batch, 10, eos=-1)
     assert [r[:10] for r in penalised[:, batch["input_ids"].shape[1]:].tolist()] != [r[:10] for r in plain]
+
+
+def test_appending_cache_layer_holds_what_concatenation_holds_with_few_reallocations(tiny_model):
+    """The decoder's cache layers append into spare capacity: after prefill and many one-token steps
+    (and an outside replacement of the tensors, as row removal does) they hold exactly what
+    `DynamicLayer`'s concatenation holds, reallocating O(log n) times instead of at every step."""
+    import torch
+    from transformers import DynamicCache
+
+    from harness.decoding import _appending
+
+    model, _ = tiny_model
+    plain, fast = DynamicCache(config=model.config), _appending(DynamicCache(config=model.config))
+    g = torch.Generator().manual_seed(0)
+    layer = fast.layers[0]
+    buffers, rows = set(), 3
+    for step in range(200):
+        n = 37 if step == 0 else 1
+        k, v = torch.randn(rows, 2, n, 8, generator=g), torch.randn(rows, 2, n, 8, generator=g)
+        for c in (plain, fast):
+            c.update(k, v, 0)
+        buffers.add(layer._buf[0].data_ptr())
+        if step == 120:  # rows leave: the tensors are replaced from outside, the next update re-buffers
+            sel = torch.tensor([0, 2])
+            for c in (plain, fast):
+                c.layers[0].batch_select_indices(sel)
+            rows = 2
+            g2 = torch.Generator().manual_seed(1)
+            k, v = torch.randn(2, 2, 1, 8, generator=g2), torch.randn(2, 2, 1, 8, generator=g2)
+            for c in (plain, fast):
+                c.update(k, v, 0)
+        assert torch.equal(plain.layers[0].keys, layer.keys) and torch.equal(plain.layers[0].values, layer.values)
+    assert layer.keys.shape == (2, 2, 37 + 200, 8) and fast.get_seq_length() == plain.get_seq_length()
+    assert len(buffers) <= 8, len(buffers)
+
+
+def test_decode_width_enters_the_tool_use_key_only_when_it_is_not_8(data_dir):
+    """Another batch shape can flip a bf16 near-tie, so a decode width other than the historical 8 is
+    part of the key (8 keeps every existing key); vLLM schedules its own batches, so not there."""
+    from harness.evaluate import EvalRequest, eval_key
+    from harness.tasks.tooluse import data as tu
+
+    recs = tu.load_tooluse(data_dir / tu.SPLITS["paper68"]).records[:3]
+    def key(**kw):
+        return eval_key(EvalRequest(recs, tu.records_hash(recs), "base", GenerationSettings(max_new_tokens=7), **kw), "mh")
+
+    assert key() == key(batch_size=8)
+    assert key(batch_size=32) != key() and key(batch_size=32) != key(batch_size=16)
+    assert key(backend="vllm", batch_size=32) == key(backend="vllm")
+
+
+@pytest.mark.parametrize("slack", [1.0, 1.25, 100.0])
+def test_joining_rows_prefilled_in_sub_batches_of_similar_length_decode_the_same_tokens(tiny_model, monkeypatch, slack):
+    """Rows that join together are prefilled in runs of similar suffix length (each run padded to
+    its own longest) and merged: the tokens are `greedy_pruned`'s whatever the split (1.0: every
+    distinct length alone; 100: one batch), and the split bounds the padding it computes."""
+    import torch
+
+    import harness.decoding as dec
+
+    model, tok = tiny_model
+    prompts = _shared_prompts(tok)
+    prompts = [p + p[-(7 * i + 3):] for i, p in enumerate(prompts)]  # suffixes of clearly different lengths
+    eos = _early_token(model, prompts)
+    monkeypatch.setattr(dec, "PREFILL_PAD_SLACK", slack)
+    with torch.no_grad():
+        got = greedy_shared(model, prompts, 12, eos, batch_size=len(prompts))
+        want = _greedy_batches(model, prompts, 12, eos, len(prompts))
+    assert got == want
+    lengths = [5, 40, 38, 9, 41, 6]
+    parts = dec._similar_lengths(list(range(6)), lengths, slack)
+    assert sorted(i for p in parts for i in p) == list(range(6))
+    for p in parts:
+        assert max(lengths[i] for i in p) * len(p) <= slack * sum(lengths[i] for i in p) or len(p) == 1
+    if slack == 1.0:
+        assert len(parts) == len(set(lengths))
+    if slack == 100.0:
+        assert len(parts) == 1

@@ -266,3 +266,47 @@ else:
         assert d0 < LOGPROB_TOL and d1 < LOGPROB_TOL
         assert d_old > 10 * LOGPROB_TOL
         assert run.vllm_rollouts().pushes == 2
+
+    # ------------------------------------------------------------------ the prior suite through lm-eval's vllm model
+    # per-choice |vLLM - HF| log-likelihood in fp32 on SmolLM2 (summed over a continuation's tokens):
+    # kernel rounding only; a wrong token, position or context would move it by nats.
+    PRIOR_LL_TOL = 5e-3
+    PRIOR_BENCHMARKS = ["hellaswag", "mmlu", "ifeval"]
+    PRIOR_LIMIT = 4
+
+    def test_prior_suite_runs_through_lm_evals_vllm_model_keyed_apart_from_hf(tmp_path):
+        """lm-eval's own `vllm` model scores the prior suite (log-likelihoods from prompt log-probs,
+        IFEval generated in the engine); every choice's log-likelihood is HF's within PRIOR_LL_TOL,
+        and the rows are stored under keys of their own, so neither path reuses the other's."""
+        from harness.commands import prepare_prior_eval
+        from harness.store import Store
+
+        store = Store(tmp_path / "h.db")
+        common = dict(model=MODEL, suite=ROOT / "suites" / "prior-cpu.yaml", benchmarks=",".join(PRIOR_BENCHMARKS),
+                      limit=PRIOR_LIMIT, dtype="float32", db=str(tmp_path / "h.db"))
+        vl = prepare_prior_eval(backend="vllm", **common).run(store=store)
+        hf = prepare_prior_eval(backend="hf", **common).run(store=store)
+        assert set(vl.results) == set(hf.results) == set(PRIOR_BENCHMARKS)
+        worst, same_choice, n_choice = 0.0, 0, 0
+        for name in PRIOR_BENCHMARKS:
+            a, b = vl.results[name], hf.results[name]
+            assert a["eval_key"] != b["eval_key"] and not a["cached"] and not b["cached"]
+            assert a["n"] == b["n"] == PRIOR_LIMIT
+            assert store.get_eval(a["eval_key"])["settings"]["scorer"].startswith("lm-eval-vllm/vllm")
+            rows_a = {r["item_id"]: r for r in store.examples(a["eval_key"])}
+            rows_b = {r["item_id"]: r for r in store.examples(b["eval_key"])}
+            assert rows_a.keys() == rows_b.keys()
+            for item, ra in rows_a.items():
+                lla, llb = ra["diagnostics"].get("loglikelihoods"), rows_b[item]["diagnostics"].get("loglikelihoods")
+                if lla is None:  # a generation benchmark
+                    assert ra["output"] and rows_b[item]["output"]
+                    continue
+                assert len(lla) == len(llb)
+                worst = max(worst, max(abs(x - y) for x, y in zip(lla, llb)))
+                n_choice += 1
+                same_choice += ra["output"] == rows_b[item]["output"]
+        print(f"prior through lm-eval's vllm model vs the HF scorer: max |Δ loglik| {worst:.2e} nats; "
+              f"same chosen answer on {same_choice}/{n_choice} MC items")
+        assert worst < PRIOR_LL_TOL
+        again = prepare_prior_eval(backend="vllm", **common).run(store=store)
+        assert all(r["cached"] for r in again.results.values())

@@ -100,7 +100,8 @@ class TaskEval:
                 cb = progress(arm, len(self.records)) if progress else None
                 req = EvalRequest(self.records, data_hash, arm, settings, self.teacher_template, self.split,
                                   self.dtype, device=self.device, backend=self.backend, task=task,
-                                  demonstrations=self.demonstrations)
+                                  demonstrations=self.demonstrations,
+                                  batch_size=getattr(self.factory, "batch_size", 8))
                 res = evaluate(req, store, self.model_hash, self.model, self.factory, progress=cb)
                 store.link(run_id, res["eval_key"], arm)
                 results[arm] = res
@@ -113,7 +114,7 @@ class TaskEval:
 
 def prepare_task_eval(task_name: str, *, model: str = "qwen2.5-coder-0.5b-instruct", arms: str = "base,teacher",
                       split: Optional[str] = None, limit: Optional[int] = None, sample: str = "first",
-                      sample_seed: int = 0, max_new_tokens: Optional[int] = None, batch_size: int = 8,
+                      sample_seed: int = 0, max_new_tokens: Optional[int] = None, batch_size: int = 32,
                       dtype: str = "auto", device: str = "cpu", backend: str = "hf", teacher_template: str = "paper",
                       demonstrations: Optional[str] = None, skip_invalid: bool = False,
                       data_dir: Optional[str] = None, db: Optional[str] = None, threads: Optional[int] = None,
@@ -124,6 +125,7 @@ def prepare_task_eval(task_name: str, *, model: str = "qwen2.5-coder-0.5b-instru
     from ..errors import ConfigError
     from ..evaluate import backend_factory, check_arms, check_backend
     from ..models import check_device, fingerprint
+    from ..vllm_backend import cpu_build
     from ..paths import data_dir as resolve_data_dir
     from ..precision import check_choice, resolve_dtype
     from ..tasks.base import teacher_turn
@@ -145,8 +147,8 @@ def prepare_task_eval(task_name: str, *, model: str = "qwen2.5-coder-0.5b-instru
     if "teacher" in arm_list:
         teacher_turn("", "", teacher_template)  # a bad template fails here, before anything is written
     check_backend(backend)
-    if backend == "vllm" and device == "cpu":
-        device = "cuda"  # vLLM runs on the GPU; the key and the run record say so
+    if backend == "vllm" and device == "cpu" and not cpu_build():
+        device = "cuda"  # a GPU build of vLLM runs on the GPU; the key and the run record say so
     check_device(device)
     prec = resolve_dtype(dtype, device)  # `auto` -> concrete, before any key is computed
     try:
@@ -204,6 +206,7 @@ class PriorEval:
     db: Optional[str]
     precision: Any
     model_hash: str
+    backend: str = "hf"
 
     @property
     def bench_list(self) -> Optional[list[str]]:
@@ -218,13 +221,20 @@ class PriorEval:
         store = store if store is not None else open_store(self.db)
         model, dtype, device = self.model, self.dtype, self.device
         run_id = store.new_run("eval-prior", config={"model": model, "suite": str(self.suite), "limit": self.limit,
-                                                     "benchmarks": self.benchmarks, "dtype": dtype},
+                                                     "benchmarks": self.benchmarks, "dtype": dtype,
+                                                     "backend": self.backend},
                                meta={"precision": self.precision.to_dict()})
+        extra: dict[str, Any] = {}
+        if self.backend == "vllm":
+            from ..prior import vllm_lm
+
+            extra = {"lm_factory": lambda: vllm_lm.make_vllm_lm(model, dtype, batch_size="auto"),
+                     "scorer": vllm_lm.scorer_id()}
         with store.failing_run(run_id):
             res = evaluate_prior(lambda: load_model(model, dtype=dtype, device=device, merge_adapter=True), None,
                                  model_label=model, store=store, suite_path=self.suite, model_hash=self.model_hash,
                                  benchmarks=self.bench_list, limit=self.limit, data_dir=self.data_dir,
-                                 batch_size=self.batch_size, progress=progress, run_id=run_id)
+                                 batch_size=self.batch_size, progress=progress, run_id=run_id, **extra)
         store.finish_run(run_id)
         counted = any(r.get("in_average", True) and r.get("value") is not None for r in res.values())
         return PriorEvalResult(run_id=run_id, store_path=str(store.path), model=model, limit=self.limit, results=res,
@@ -234,9 +244,11 @@ class PriorEval:
 def prepare_prior_eval(*, model: str = "qwen2.5-coder-0.5b-instruct", suite: Path = Path("suites/prior.yaml"),
                        benchmarks: Optional[str] = None, limit: Optional[int] = None, batch_size: int = 8,
                        dtype: str = "auto", device: str = "cpu", data_dir: Optional[str] = None,
-                       db: Optional[str] = None, threads: Optional[int] = None) -> PriorEval:
+                       db: Optional[str] = None, threads: Optional[int] = None, backend: str = "hf") -> PriorEval:
     """Check every option of `harness eval prior`, the suite file, its benchmark names and data, and
-    that the model loads; nothing is written."""
+    that the model loads; nothing is written. `backend` 'vllm' scores through lm-eval's own vLLM model
+    (`prior.vllm_lm`), keyed apart from the HF scorer's results."""
+    from ..evaluate import check_backend
     from ..hashing import hash_obj
     from ..models import check_device, fingerprint
     from ..precision import check_choice, resolve_dtype
@@ -247,15 +259,22 @@ def prepare_prior_eval(*, model: str = "qwen2.5-coder-0.5b-instruct", suite: Pat
     apply_threads(threads)
     check_device(device)
     check_choice(dtype, "--dtype")
+    check_backend(backend)
+    scorer = None
+    if backend == "vllm":
+        from ..prior.vllm_lm import scorer_id
+
+        scorer = scorer_id()
     prec = resolve_dtype(dtype, device)  # `auto` -> concrete, before the key below
     weights = "float32" if prec.dtype == "bf16-autocast" else prec.dtype  # weights dtype, as `harness run`
     mh = hash_obj([fingerprint(model), weights, "merged-adapter"])  # same recipe as `harness run`
     # suite file, benchmark names and data are checked here, before the store is written to
     plan_keys(mh, suite_path=suite, benchmarks=benchmarks.split(",") if benchmarks else None, limit=limit,
-              data_dir=data_dir)
+              data_dir=data_dir, **({"scorer": scorer} if scorer else {}))
     check_model_loads(model)
     return PriorEval(model=model, suite=suite, benchmarks=benchmarks, limit=limit, batch_size=batch_size,
-                     dtype=weights, device=device, data_dir=data_dir, db=db, precision=prec, model_hash=mh)
+                     dtype=weights, device=device, data_dir=data_dir, db=db, precision=prec, model_hash=mh,
+                     backend=backend)
 
 
 def eval_prior(*, progress: Callable[[str, str, Any], None] | None = None, store=None, **options) -> PriorEvalResult:

@@ -97,8 +97,9 @@ def _task_scores(spec: str, name: str, items: list[str], st: dict, arm: str | No
 
     device = st.get("device", "cpu") if torch.cuda.is_available() else "cpu"
     req = EvalRequest(recs, task.records_hash(recs), "base", gen, st.get("teacher_template", "paper"),
-                      split, st["dtype"], device=device, task=task, demonstrations=st.get("demonstrations"))
-    res = evaluate(req, store, fingerprint(spec), spec, hf_backend_factory(spec, req.dtype, req.device, 8))
+                      split, st["dtype"], device=device, task=task, demonstrations=st.get("demonstrations"),
+                      batch_size=int(st.get("batch_size", 8)))  # the baseline's decode width
+    res = evaluate(req, store, fingerprint(spec), spec, hf_backend_factory(spec, req.dtype, req.device, req.batch_size))
     scores = {r["item_id"]: r["score"] for r in store.examples(res["eval_key"])}
     return {"task": name, "metric": "accuracy", "items": {i: scores[i] for i in items}}
 

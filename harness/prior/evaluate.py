@@ -204,7 +204,8 @@ def evaluate_prior(model, tokenizer=None, *, model_label: str, store: Store,
                    benchmarks: list[str] | None = None, limit: int | None = None,
                    data_dir: str | os.PathLike | None = None, batch_size: int = 8,
                    progress: Progress | None = None, run_id: str | None = None,
-                   model_hash: str | None = None) -> dict[str, dict]:
+                   model_hash: str | None = None, lm_factory: Callable[[], Any] | None = None,
+                   scorer: str | None = None) -> dict[str, dict]:
     """Evaluate `model` (an in-memory model, plain or PeftModel, with `tokenizer`; or a model spec
     string for `harness.models.load_model`) on the prior suite.
 
@@ -214,7 +215,12 @@ def evaluate_prior(model, tokenizer=None, *, model_label: str, store: Store,
     time it took when it was computed. With `run_id`, each evaluation is linked to that run under
     `model_label`. The weights are re-hashed on every call (a memoised hash could be stale after
     training steps), and the model's train/eval mode is restored on return.
+    `lm_factory` (with `model_hash` and `scorer`) replaces the harness's HF scorer by another lm-eval
+    model built only if something must run, e.g. lm-eval's `vllm` model (`vllm_lm.make_vllm_lm`,
+    keyed by `vllm_lm.scorer_id()`); `model` and `tokenizer` are then unused.
     """
+    if lm_factory is not None and model_hash is None:
+        raise ConfigError("evaluate_prior: lm_factory needs the model_hash its keys use")
     suite = load_suite(suite_path)
     names = list(benchmarks) if benchmarks else suite.default_benchmarks
     settings_of = {n: suite.settings(n) for n in names}  # unknown names -> ConfigError
@@ -223,7 +229,9 @@ def evaluate_prior(model, tokenizer=None, *, model_label: str, store: Store,
     lm_version = lm_eval_version()
     model_desc = None
     loader = None
-    if callable(model) and not hasattr(model, "parameters"):
+    if lm_factory is not None:
+        model = tokenizer = None
+    elif callable(model) and not hasattr(model, "parameters"):
         # a zero-argument loader returning (model, tokenizer): called only if something must run,
         # so a fully cached suite never loads weights (needs `model_hash` from the caller)
         loader, model = model, None
@@ -245,19 +253,23 @@ def evaluate_prior(model, tokenizer=None, *, model_label: str, store: Store,
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
 
     # prepare every benchmark first: bad data or config fails before any compute
-    plans = _plans(model_hash, suite, names, settings_of, ddir, limit, lm_version)
+    plans = _plans(model_hash, suite, names, settings_of, ddir, limit, lm_version, scorer)
 
     was_training = bool(getattr(model, "training", False))
     try:
         return _evaluate_plans(plans, model, tokenizer, loader=loader, model_label=model_label, model_desc=model_desc,
                                model_hash=model_hash, store=store, suite=suite, lm_version=lm_version,
-                               batch_size=batch_size, progress=progress, run_id=run_id)
+                               batch_size=batch_size, progress=progress, run_id=run_id, lm_factory=lm_factory,
+                               scorer=scorer)
     finally:
         if was_training:
             model.train()
 
 
-def _plans(model_hash, suite, names, settings_of, ddir, limit, lm_version) -> list[tuple]:
+def _plans(model_hash, suite, names, settings_of, ddir, limit, lm_version, scorer=None) -> list[tuple]:
+    """(name, settings, limit, prepared, bundle, lm-eval metric key, store key) per benchmark; `scorer`
+    None is the harness's HF scorer (`scorer.SCORER_ID`)."""
+    scorer = scorer or scorer_mod.SCORER_ID
     plans = []
     for name in names:
         settings = settings_of[name]
@@ -270,13 +282,13 @@ def _plans(model_hash, suite, names, settings_of, ddir, limit, lm_version) -> li
                              task_config=bundle.config_hash, data_hash=prepared.data_hash,
                              item_ids=hash_obj(prepared.ids, n=32), n_shot=n_shot,
                              chat_template=bool(settings.get("chat_template", False)),
-                             metric=lm_key, lm_eval=lm_version, seed=suite.seed, scorer=scorer_mod.SCORER_ID)
+                             metric=lm_key, lm_eval=lm_version, seed=suite.seed, scorer=scorer)
         plans.append((name, settings, lim, prepared, bundle, lm_key, key))
     return plans
 
 
 def plan_keys(model_hash: str, *, suite_path=DEFAULT_SUITE, benchmarks: list[str] | None = None,
-              limit: int | None = None, data_dir=None) -> dict[str, str]:
+              limit: int | None = None, data_dir=None, scorer: str | None = None) -> dict[str, str]:
     """The store keys `evaluate_prior` would use for this model hash, without loading a model
     (for `harness run --dry-run` and fast cache checks)."""
     suite = load_suite(suite_path)
@@ -284,11 +296,13 @@ def plan_keys(model_hash: str, *, suite_path=DEFAULT_SUITE, benchmarks: list[str
     settings_of = {n: suite.settings(n) for n in names}
     ddir = resolve_data_dir(data_dir)
     offline_env(ddir)
-    return {p[0]: p[-1] for p in _plans(model_hash, suite, names, settings_of, ddir, limit, lm_eval_version())}
+    return {p[0]: p[-1] for p in _plans(model_hash, suite, names, settings_of, ddir, limit, lm_eval_version(), scorer)}
 
 
 def _evaluate_plans(plans, model, tokenizer, *, loader=None, model_label, model_desc, model_hash, store, suite,
-                    lm_version, batch_size, progress, run_id) -> dict[str, dict]:
+                    lm_version, batch_size, progress, run_id, lm_factory=None,
+                    scorer=None) -> dict[str, dict]:
+    scorer = scorer or scorer_mod.SCORER_ID
     lm = None
     results: dict[str, dict] = {}
     for name, settings, lim, prepared, bundle, lm_key, key in plans:
@@ -307,6 +321,8 @@ def _evaluate_plans(plans, model, tokenizer, *, loader=None, model_label, model_
             continue
         if progress:
             progress("start", name, {"n": len(prepared.ids)})
+        if lm is None and lm_factory is not None:
+            lm = lm_factory()
         if lm is None:
             if model is None:
                 model, tokenizer = loader()
@@ -319,7 +335,7 @@ def _evaluate_plans(plans, model, tokenizer, *, loader=None, model_label, model_
                   "data_files": sorted(p.name for files in prepared.files.values() for p in files.values()),
                   "sources": [str(p) for p in prepared.sources], "generation_kwargs": gen,
                   "batch_size": batch_size, "suite": str(suite.path), "prior_version": PRIOR_VERSION,
-                  "scorer": scorer_mod.SCORER_ID}
+                  "scorer": scorer}
         if name == "humaneval":
             record["sandbox"] = {"timeout_s": settings.get("timeout_s", 10.0),
                                  "memory_mb": settings.get("memory_mb", 1024)}

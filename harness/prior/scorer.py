@@ -362,11 +362,25 @@ class SharedContextScoring:
         return _params(type(base))
 
     def _accepts_logits_to_keep(self) -> bool:
+        """Whether the forward takes `logits_to_keep` as a boolean mask: the parameter, and a
+        transformers that slices by a mask (`modeling_utils.slice_logits_to_keep`; older releases,
+        such as the one vLLM pins, accept only an int or 1-D indices)."""
+        import transformers.modeling_utils as mu
+
         ok = "logits_to_keep" in self._forward_params()
+        why = f"{type(self.model).__name__}.forward takes no logits_to_keep"
+        if ok and not hasattr(mu, "slice_logits_to_keep"):
+            ok, why = False, f"transformers {transformers_version()} cannot keep logits by a boolean mask"
         if not ok and not getattr(self, "_warned_no_keep", False):
-            log.warning("%s.forward takes no logits_to_keep: scoring with stock HFLM", type(self.model).__name__)
+            log.warning("%s: scoring with stock HFLM", why)
             self._warned_no_keep = True
         return ok
+
+
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 @lru_cache(maxsize=None)
