@@ -8,7 +8,9 @@ Old: `greedy_pruned` over length-sorted, left-padded batches of `--batch` (the b
 replaced by waiting prompts). Both get the same token ids (chat template applied), in chunks of
 `--chunk` prompts per call as `evaluate()` hands them to the backend (default: its chunk,
 `evaluate.COMMIT_BATCHES` x the batch size; `--chunk 0` passes all items in one call, the most prefix
-sharing and slot refill can give).
+sharing and slot refill can give). `--new-batch` gives the new decoder another number of rows than
+the old one's `--batch` (each decoder's own chunk follows its batch): slot refill keeps a wide batch
+full, where the old decoder pads every prompt to its batch's longest and waits for its longest row.
 Prints, per arm, each wall-clock, tokens/s, new/old speed ratio, prompt tokens prefilled by each
 (unique prefill), and how many items got identical token ids, listing any item that differs with the
 first step where it does. Greedy outputs of the two can differ only where floating-point reordering
@@ -30,7 +32,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--items", type=int, default=68)
     ap.add_argument("--new-tokens", type=int, default=192)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8, help="rows decoded together by the old decoder")
+    ap.add_argument("--new-batch", type=int, default=None, help="rows decoded together by the new one (default --batch)")
     ap.add_argument("--chunk", type=int, default=None, help="prompts per decoder call (default: evaluate's, COMMIT_BATCHES x --batch; 0: all)")
     ap.add_argument("--arms", default="base,teacher")
     ap.add_argument("--dtype", default="float32")
@@ -53,27 +56,33 @@ def main() -> None:
     eos = model.generation_config.eos_token_id
     from harness.evaluate import COMMIT_BATCHES
 
-    chunk = COMMIT_BATCHES * a.batch if a.chunk is None else (a.chunk or len(recs))
+    new_batch = a.new_batch or a.batch
+
+    def chunk_of(batch: int) -> int:
+        return COMMIT_BATCHES * batch if a.chunk is None else (a.chunk or len(recs))
+
     report = {"model": a.model, "dtype": a.dtype, "items": len(recs), "new_tokens": a.new_tokens,
-              "batch": a.batch, "chunk": chunk, "threads": a.threads, "arms": {}}
+              "batch": a.batch, "new_batch": new_batch, "chunk": chunk_of(a.batch), "new_chunk": chunk_of(new_batch),
+              "threads": a.threads, "arms": {}}
     for arm in arms:
         enc = [tok(render_chat(tok, arm_prompt(r, arm, "paper")), add_special_tokens=False)["input_ids"]
                for r in recs]
-        parts = [list(range(c, min(c + chunk, len(enc)))) for c in range(0, len(enc), chunk)]
+        def parts_of(chunk: int) -> list[list[int]]:
+            return [list(range(c, min(c + chunk, len(enc)))) for c in range(0, len(enc), chunk)]
 
-        def run(decode) -> tuple[float, list[list[int]]]:
+        def run(decode, batch: int) -> tuple[float, list[list[int]]]:
             rows: list[list[int]] = []
             t = time.perf_counter()
             with torch.no_grad():
-                for idx in parts:
-                    rows += decode(model, [enc[i] for i in idx], a.new_tokens, eos, a.batch)
+                for idx in parts_of(chunk_of(batch)):
+                    rows += decode(model, [enc[i] for i in idx], a.new_tokens, eos, batch)
             return time.perf_counter() - t, rows
 
-        t_old, old = run(_greedy_batches)
-        t_new, new = run(lambda m, p, n, e, b: greedy_shared(m, p, n, e, batch_size=b))
+        t_old, old = run(_greedy_batches, a.batch)
+        t_new, new = run(lambda m, p, n, e, b: greedy_shared(m, p, n, e, batch_size=b), new_batch)
         n_tok = sum(map(len, new))
         prefilled = sum(p + sum(len(enc[idx[i]]) - p for i in m)
-                        for idx in parts for p, m in _prefix_groups([enc[i] for i in idx], 32))
+                        for idx in parts_of(chunk_of(new_batch)) for p, m in _prefix_groups([enc[i] for i in idx], 32))
         diffs = []
         for i, (o, n) in enumerate(zip(old, new)):
             if o != n:

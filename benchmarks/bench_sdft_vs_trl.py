@@ -6,7 +6,8 @@ Both run the paper's configuration (LoRA r16 on q/k/v/o, full-vocabulary forward
 α=0.01 every step, one rollout per prompt at temperature 1, 3 skipped tokens, the paper's teacher
 template) on the same prompts (offline tool-use training set), in separate processes so each
 peak RSS is its own. Prints tokens/s and peak RSS of each and the harness/TRL ratios.
-Pin threads (--threads) and run nothing else: the machine is shared.
+Gradient checkpointing is the same in both (off unless --gradient-checkpointing). Pin threads
+(--threads) and run nothing else: the machine is shared.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def run_harness(a) -> dict:
     loaded = tu.load_tooluse(tu.resolve_split("eval_real", data_dir()), skip_invalid=True)
     cfg = TrainConfig(method="sdft", model=a.model, batch_size=a.batch, micro_batch_size=a.batch, max_steps=a.steps,
                       max_completion_tokens=a.new_tokens, warmup_steps=1, bf16=a.bf16, drift_every=0,
-                      save_every=10_000, lr=1e-4)
+                      save_every=10_000, lr=1e-4, gradient_checkpointing=a.gradient_checkpointing)
     import tempfile
 
     run = Run(cfg, loaded.records[: a.batch * a.steps], Path(tempfile.mkdtemp()) / "h", loaded.data_hash)
@@ -64,7 +65,7 @@ def run_trl(a) -> dict:
                       distillation_mode="full_logits", distillation_alpha=0.0, teacher_model_kind="ema",
                       teacher_update_rate=0.01, teacher_sync_steps=1, num_loss_tokens_to_skip=3,
                       max_completion_length=a.new_tokens, max_prompt_length=None, teacher_prompt_template=template,
-                      bf16=a.bf16, temperature=1.0, gradient_checkpointing=False, logging_steps=1, save_strategy="no",
+                      bf16=a.bf16, temperature=1.0, gradient_checkpointing=a.gradient_checkpointing, logging_steps=1, save_strategy="no",
                       shuffle_dataset=False)
     ds = Dataset.from_dict({"prompt": [[{"role": "user", "content": r.prompt}] for r in recs],
                             "privileged_context": [r.demonstration for r in recs]})
@@ -87,13 +88,14 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="on in both (default: off in both)")
     ap.add_argument("--which", choices=["harness", "trl", "both"], default="both")
     a = ap.parse_args()
     if a.which == "both":
         res = {}
         for w in ("harness", "trl"):
             cmd = [sys.executable, __file__, "--which", w, "--model", a.model, "--steps", str(a.steps), "--batch",
-                   str(a.batch), "--new-tokens", str(a.new_tokens), "--threads", str(a.threads)] + (["--bf16"] if a.bf16 else [])
+                   str(a.batch), "--new-tokens", str(a.new_tokens), "--threads", str(a.threads)] + (["--bf16"] if a.bf16 else []) + (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
                 sys.exit(f"{w} failed:\n{out.stderr[-3000:]}")
