@@ -1,4 +1,5 @@
-"""GPU check: bf16 SFT and SDFT steps and generation throughput on the default model's architecture.
+"""GPU check: bf16 SFT and SDFT steps and generation throughput on the default model's architecture,
+and, where vLLM is installed, vLLM generation and SDFT steps with vLLM rollouts.
 
     python benchmarks/gpu_check.py --arch .gpu/qwen-arch --out $OUT/gpu_check.json
 
@@ -95,8 +96,55 @@ def main() -> None:
         if dev == "cuda":
             torch.cuda.empty_cache()
     report["sdft_over_sft_step_time"] = report["sdft"]["mean_step_s_after_first"] / report["sft"]["mean_step_s_after_first"]
+    report["vllm"] = vllm_check(args, cfg, tok, recs)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
+
+
+def vllm_check(args, cfg, tok, recs) -> dict:
+    """vLLM generation (the evaluation backend) and SDFT steps with `rollout_backend: vllm`, on the
+    same architecture with random weights saved to a scratch folder (vLLM loads from a folder).
+    Reported as skipped, with the reason, where vLLM is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return {"skipped": "vllm is not installed in this environment (scripts/install_vllm_venv.sh)"}
+    from transformers import AutoModelForCausalLM
+
+    from harness.generation import GenerationSettings
+    from harness.train.config import TrainConfig
+    from harness.train.loop import Run
+    from harness.vllm_backend import VLLMBackend
+
+    folder = Path(tempfile.mkdtemp()) / "random-arch"
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    out: dict = {}
+    t = time.perf_counter()
+    be = VLLMBackend(str(folder), tok, dtype="bfloat16")
+    out["engine_start_s"] = time.perf_counter() - t
+    prompts = [r.prompt for r in recs[: args.batch]]
+    t = time.perf_counter()
+    outs = be.generate(prompts, GenerationSettings(max_new_tokens=args.new_tokens))
+    dt = time.perf_counter() - t
+    n = sum(o.n_new_tokens for o in outs)
+    out["generate"] = {"seqs": len(prompts), "new_tokens": n, "seconds": dt, "tokens_per_s": n / dt}
+    del be
+    tc = TrainConfig(method="sdft", model=str(folder), batch_size=args.batch, micro_batch_size=args.batch,
+                     max_steps=args.steps, max_completion_tokens=args.new_tokens, warmup_steps=1, bf16=True,
+                     drift_every=0, save_every=1000, rollout_backend="vllm")
+    run = Run(tc, recs, Path(tempfile.mkdtemp()) / "sdft-vllm", "bench")
+    try:
+        rows = [run.train_step() for _ in range(args.steps)]
+    finally:
+        run.close_rollouts()
+    steady = rows[1:] or rows
+    out["sdft_vllm_rollouts"] = {
+        "step_s": [r["step_s"] for r in rows], "gen_s": [r["gen_s"] for r in rows],
+        "mean_step_s_after_first": sum(r["step_s"] for r in steady) / len(steady),
+        "tokens_generated": [r["tokens_generated"] for r in rows], "loss": [r["loss"] for r in rows]}
+    return out
 
 
 if __name__ == "__main__":

