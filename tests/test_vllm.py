@@ -274,13 +274,15 @@ else:
     PRIOR_BENCHMARKS = ["hellaswag", "mmlu", "ifeval"]
     PRIOR_LIMIT = 4
 
-    def test_prior_suite_runs_through_lm_evals_vllm_model_keyed_apart_from_hf(tmp_path):
+    def test_prior_suite_runs_through_lm_evals_vllm_model_keyed_apart_from_hf(tmp_path, monkeypatch):
         """lm-eval's own `vllm` model scores the prior suite (log-likelihoods from prompt log-probs,
         IFEval generated in the engine); every choice's log-likelihood is HF's within PRIOR_LL_TOL,
         and the rows are stored under keys of their own, so neither path reuses the other's."""
         from harness.commands import prepare_prior_eval
         from harness.store import Store
 
+        # this engine runs beside the module's others: a small KV slab keeps the process within CI's memory
+        monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
         store = Store(tmp_path / "h.db")
         common = dict(model=MODEL, suite=ROOT / "suites" / "prior-cpu.yaml", benchmarks=",".join(PRIOR_BENCHMARKS),
                       limit=PRIOR_LIMIT, dtype="float32", db=str(tmp_path / "h.db"))
@@ -305,7 +307,7 @@ else:
                 worst = max(worst, max(abs(x - y) for x, y in zip(lla, llb)))
                 n_choice += 1
                 same_choice += ra["output"] == rows_b[item]["output"]
-        print(f"prior through lm-eval's vllm model vs the HF scorer: max |Δ loglik| {worst:.2e} nats; "
+        print(f"prior through lm-eval's vllm model vs the HF path: max |Δ loglik| {worst:.2e} nats; "
               f"same chosen answer on {same_choice}/{n_choice} MC items")
         assert worst < PRIOR_LL_TOL
         again = prepare_prior_eval(backend="vllm", **common).run(store=store)
