@@ -6,8 +6,10 @@ Both run the paper's configuration (LoRA r16 on q/k/v/o, full-vocabulary forward
 α=0.01 every step, one rollout per prompt at temperature 1, 3 skipped tokens, the paper's teacher
 template) on the same prompts (offline tool-use training set), in separate processes so each
 peak RSS is its own. Prints tokens/s and peak RSS of each and the harness/TRL ratios.
-Gradient checkpointing is the same in both (off unless --gradient-checkpointing). Pin threads
-(--threads) and run nothing else: the machine is shared.
+Gradient checkpointing is the same in both (off unless --gradient-checkpointing). The harness
+samples its rollouts from its student's own prompt forward (`share_rollout_prefill`, its default);
+`--also-separate-prefill` adds a third process, the harness with the rollouts' own prefill, so that
+saving is measured in the same run. Pin threads (--threads) and run nothing else: the machine is shared.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def run_harness(a) -> dict:
     loaded = tu.load_tooluse(tu.resolve_split("eval_real", data_dir()), skip_invalid=True)
     cfg = TrainConfig(method="sdft", model=a.model, batch_size=a.batch, micro_batch_size=a.batch, max_steps=a.steps,
                       max_completion_tokens=a.new_tokens, warmup_steps=1, bf16=a.bf16, drift_every=0,
-                      save_every=10_000, lr=1e-4, gradient_checkpointing=a.gradient_checkpointing)
+                      save_every=10_000, lr=1e-4, gradient_checkpointing=a.gradient_checkpointing,
+                      share_rollout_prefill=a.which == "harness")
     import tempfile
 
     run = Run(cfg, loaded.records[: a.batch * a.steps], Path(tempfile.mkdtemp()) / "h", loaded.data_hash)
@@ -89,11 +92,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="on in both (default: off in both)")
-    ap.add_argument("--which", choices=["harness", "trl", "both"], default="both")
+    ap.add_argument("--also-separate-prefill", action="store_true",
+                    help="also run the harness with share_rollout_prefill off (a third process)")
+    ap.add_argument("--which", choices=["harness", "harness-separate-prefill", "trl", "both"], default="both")
     a = ap.parse_args()
     if a.which == "both":
         res = {}
-        for w in ("harness", "trl"):
+        for w in ("harness", "trl") + (("harness-separate-prefill",) if a.also_separate_prefill else ()):
             cmd = [sys.executable, __file__, "--which", w, "--model", a.model, "--steps", str(a.steps), "--batch",
                    str(a.batch), "--new-tokens", str(a.new_tokens), "--threads", str(a.threads)] + (["--bf16"] if a.bf16 else []) + (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -105,12 +110,16 @@ def main() -> None:
         res["ratio_peak_rss_harness_over_trl"] = h["peak_rss_mb"] / t["peak_rss_mb"]
         if h.get("gen_tokens_per_s_overall") and t.get("gen_tokens_per_s_overall"):
             res["ratio_tokens_per_s_harness_over_trl"] = h["gen_tokens_per_s_overall"] / t["gen_tokens_per_s_overall"]
+        if "harness-separate-prefill" in res:
+            res["ratio_wall_separate_over_shared_prefill"] = res["harness-separate-prefill"]["wall_s"] / h["wall_s"]
+            res["ratio_wall_trl_over_separate_prefill"] = t["wall_s"] / res["harness-separate-prefill"]["wall_s"]
+        res["speedup_trl_over_harness"] = t["wall_s"] / h["wall_s"]
         print(json.dumps(res, indent=1))
         return
     import torch
 
     torch.set_num_threads(a.threads)
-    r = run_harness(a) if a.which == "harness" else run_trl(a)
+    r = run_trl(a) if a.which == "trl" else run_harness(a)
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(r))
 

@@ -19,31 +19,44 @@ def _cache_kw(model) -> str:
     """transformers renamed `past_key_values` to `cache` within 5.x; an unknown name would be swallowed by
     **kwargs and silently decode without the cache, so pick the name the model declares."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    return cache_kwarg(inner)
+
+
+def cache_kwarg(module) -> str:
+    """The name under which `module.forward` takes its KV cache (see `_cache_kw`)."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def _eos_set(eos_token_id) -> set[int]:
     return set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
 
 
-def _pruned_decode(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id, pick) -> list[list[int]]:
+def _pruned_decode(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id, pick,
+                   prefilled=None) -> list[list[int]]:
     """The row-pruning loop shared by greedy and sampled decoding; `pick(logits [alive, vocab], alive)`
-    chooses the next token of each alive row (`alive` holds their indices in the input batch)."""
+    chooses the next token of each alive row (`alive` holds their indices in the input batch).
+
+    `prefilled` = (cache, logits) starts from prompts already run into `cache` (the attention mask's
+    length), with `logits` the last position's; `input_ids` is then not read. The loop replaces the
+    cache's tensors as it appends and drops rows, never writes into them."""
     import torch
     from transformers import DynamicCache
 
     eos = _eos_set(eos_token_id)
-    n = input_ids.shape[0]
+    n = attention_mask.shape[0]
     out: list[list[int]] = [[] for _ in range(n)]
     if max_new_tokens <= 0:
         return out
     alive = list(range(n))
     mask = attention_mask
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
     cache_kw = _cache_kw(model)
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                   **{cache_kw: cache}, logits_to_keep=1).logits[:, -1]
+    if prefilled is None:
+        cache = DynamicCache(config=model.config)
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                       **{cache_kw: cache}, logits_to_keep=1).logits[:, -1]
+    else:
+        cache, logits = prefilled
     next_pos = pos[:, -1:] + 1
     for step in range(max_new_tokens):
         tok = pick(logits, alive)
@@ -85,7 +98,7 @@ def greedy_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_tok
 
 def sample_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id, *, temperature: float,
                   top_p: float, top_k: int | None = None, generator=None,
-                  row_generators=None) -> list[list[int]]:
+                  row_generators=None, prefilled=None) -> list[list[int]]:
     """Ancestral sampling from the policy itself, dropping each row once it emits EOS (as `greedy_pruned`).
 
     Only temperature, top-k and top-p shape the distribution (transformers' own warpers, in the order
@@ -121,8 +134,8 @@ def sample_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_tok
     if row_generators is not None:
         if generator is not None:
             raise ValueError("sample_pruned: pass generator or row_generators, not both")
-        if len(row_generators) != input_ids.shape[0]:
-            raise ValueError(f"sample_pruned: {len(row_generators)} row generators for {input_ids.shape[0]} rows")
+        if len(row_generators) != attention_mask.shape[0]:
+            raise ValueError(f"sample_pruned: {len(row_generators)} row generators for {attention_mask.shape[0]} rows")
 
     def pick(logits, alive):
         scores = logits.to(dtype=torch.float32, copy=True)
@@ -134,7 +147,7 @@ def sample_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_tok
         return torch.cat([torch.multinomial(probs[j:j + 1], num_samples=1, generator=row_generators[r]).squeeze(1)
                           for j, r in enumerate(alive)])
 
-    return _pruned_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pick)
+    return _pruned_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pick, prefilled)
 
 
 def _prefix_groups(prompts: Sequence[Sequence[int]], min_shared: int) -> list[tuple[int, list[int]]]:
@@ -237,6 +250,21 @@ def _new_cache(model, kv):
     return cache
 
 
+def detached_cache(model, cache):
+    """A cache for decoding on from `cache`'s prompts without touching it or its autograd graph:
+    detached copies of its keys and values, appending in place. SDFT samples rollouts from the
+    student's prompt forward this way and then runs the completions through the original."""
+    return _new_cache(model, [(k.detach(), v.detach()) for k, v in _layers_kv(cache)])
+
+
+def shares_per_layer_cache(model) -> bool:
+    """Whether `model`'s cache is a plain per-layer DynamicCache (no sliding-window layers), which
+    the prefix-sharing decoders need."""
+    from transformers import DynamicCache
+
+    return all(type(layer).__name__ == "DynamicLayer" for layer in DynamicCache(config=model.config).layers)
+
+
 def _left_pad(x, length: int, dim: int):
     """Zero-pad `x` on the left of `dim` up to `length` (zeros: padded key/value slots are masked out)."""
     import torch
@@ -281,9 +309,7 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
     if max_new_tokens <= 0 or not prompts:
         return out
     device = next(model.parameters()).device
-    from transformers import DynamicCache
-
-    if any(type(layer).__name__ != "DynamicLayer" for layer in DynamicCache(config=model.config).layers):
+    if not shares_per_layer_cache(model):
         if stop is not None:
             raise NotImplementedError("greedy_shared: stop callbacks need a per-layer DynamicCache model")
         return _greedy_batches(model, prompts, max_new_tokens, eos_token_id, batch_size)

@@ -271,6 +271,39 @@ def test_sample_pruned_is_deterministic_under_a_generator_seed(tiny_model):
         sample_pruned(model, batch["input_ids"], batch["attention_mask"], 4, eos, temperature=0.0, top_p=1.0)
 
 
+def test_sample_pruned_from_a_prefilled_cache_draws_what_it_draws_from_the_prompts(tiny_model):
+    """SDFT samples from the cache of the student's own prompt forward: started there, with the
+    last position's logits, the sampler draws the same tokens as from the prompt ids, and leaves
+    the given cache's tensors as they were."""
+    import torch
+    from transformers import DynamicCache
+
+    from harness.decoding import cache_kwarg, detached_cache
+
+    model, tok = tiny_model
+    batch = _batch(tok)
+    eos = _frequent_token(model, tok, batch)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    kw = dict(temperature=1.0, top_p=0.95, top_k=50)
+
+    def gens():
+        return [torch.Generator().manual_seed(100 + i) for i in range(ids.shape[0])]
+
+    with torch.no_grad():
+        ref = sample_pruned(model, ids, mask, 16, eos, row_generators=gens(), **kw)
+        cache = DynamicCache(config=model.config)
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                    **{cache_kwarg(model): cache})
+        before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+        got = sample_pruned(model, None, mask, 16, eos, row_generators=gens(),
+                            prefilled=(detached_cache(model, cache), out.logits[:, -1]), **kw)
+    assert got == ref
+    assert len({len(r) for r in got}) > 1, "rows must finish at different steps for this test to bite"
+    for layer, (k, v) in zip(cache.layers, before):
+        assert torch.equal(layer.keys, k) and torch.equal(layer.values, v)
+
+
 def test_sample_pruned_draws_from_the_policy_itself_not_the_generation_config(tiny_model, monkeypatch):
     """Each alive row's step distribution is softmax(logits / T) of a full forward of the row's own
     prefix, even when the model's generation_config asks for a repetition penalty and top-k."""

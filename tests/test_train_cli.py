@@ -15,10 +15,13 @@ EXEMPT = {"method", "model", "task"}  # hand-written `harness train` options wit
 
 
 # Pinned training keys: a change here orphans every cached checkpoint, so it must be deliberate
-# (and in the CHANGELOG). The SDFT keys include the rollout sampler (ROLLOUT_SAMPLER sample_pruned/2);
-# the SFT one does not. bf16 is explicit because `auto` resolves per machine.
-KEY_BF16_OFF = "444a762d44aed989283b"
-KEY_BF16_ON = "eee8881bbd0a94b90816"
+# (and in the CHANGELOG). The SDFT keys include the rollout sampler: by default sample_pruned/3
+# (share_rollout_prefill, 2026-12-04); with it off, sample_pruned/2 and the keys from before it.
+# The SFT one does not. bf16 is explicit because `auto` resolves per machine.
+KEY_BF16_OFF = "29a77a3c83bdd0958491"
+KEY_BF16_ON = "92494ba33175ed3e9093"
+KEY_BF16_OFF_SEPARATE_PREFILL = "444a762d44aed989283b"
+KEY_BF16_ON_SEPARATE_PREFILL = "eee8881bbd0a94b90816"
 KEY_SCIENCE = "70ac1a6e6ce5402fbdd2"
 
 
@@ -26,6 +29,8 @@ def test_the_training_key_is_unchanged():
     assert TrainConfig(bf16=False).key("d", "m") == KEY_BF16_OFF
     cfg = TrainConfig()
     assert cfg.key("d", "m") == (KEY_BF16_ON if cfg.bf16 else KEY_BF16_OFF)
+    sep = TrainConfig(share_rollout_prefill=False)
+    assert sep.key("d", "m") == (KEY_BF16_ON_SEPARATE_PREFILL if sep.bf16 else KEY_BF16_OFF_SEPARATE_PREFILL)
     sci = TrainConfig(method="sft", bf16=False, task="science", top_k=5, max_steps=3, lora_targets=["q_proj"])
     assert sci.key("d", "m") == KEY_SCIENCE
 
@@ -43,14 +48,16 @@ PINNED = [
 ]
 
 
-# Settings added after the pins, at their defaults in the pinned configs (the key leaves them out).
-ADDED_SINCE_PINS = {"rollout_backend": "hf", "vllm_is_cap": None}
+# Settings added after the pins, at their defaults in the pinned configs (the key leaves them out)
+# or, where the default moved the SDFT key, at the value that keeps it (share_rollout_prefill).
+ADDED_SINCE_PINS = {"rollout_backend": "hf", "vllm_is_cap": None, "share_rollout_prefill": False}
 
 
 @pytest.mark.parametrize("settings, key, dict_hash", PINNED)
 def test_keys_and_settings_match_the_hand_checked_config(settings, key, dict_hash):
     from harness.hashing import hash_obj
 
+    settings = settings | {"share_rollout_prefill": False}
     for cfg in (TrainConfig(**settings), TrainConfig.from_dict(settings)):
         d = cfg.to_dict()
         assert {k: d.pop(k) for k in ADDED_SINCE_PINS} == ADDED_SINCE_PINS

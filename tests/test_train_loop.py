@@ -60,6 +60,61 @@ def test_sdft_zero_when_contexts_identical_and_no_grad_to_teacher(tiny_model_dir
     assert any(p.grad is not None for n, p in run.model.named_parameters() if ".default." in n)
 
 
+def test_rollouts_sampled_inside_the_student_forward_give_the_same_loss_and_gradients(tiny_model_dir, tmp_path):
+    """share_rollout_prefill: the prompts run once (with gradients) and the rollouts are sampled
+    from that cache. The loss and every LoRA gradient equal those of the single forward over
+    prompt + completion on the same completions, and the samples equal the separate sampler's."""
+    run = make_run(tiny_model_dir, tmp_path, method="sdft", share_rollout_prefill=True)
+    assert run.cfg.shares_rollout_prefill()
+    with torch.no_grad():  # a non-zero adapter, so the prompt's keys depend on the trained weights
+        for n, p in run.model.named_parameters():
+            if ".default." in n:
+                p.normal_(0, 0.05)
+    exs, seeds = run.examples[:2], [7, 8]
+    loss, per_tok, mask, comp, cmask = run.sampling_divergence_loss(exs, seeds)
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in run.model.named_parameters() if p.grad is not None}
+    run.model.zero_grad(set_to_none=True)
+    ref_comp, ref_cmask = run.rollouts(exs, seeds)
+    assert torch.equal(comp, ref_comp) and torch.equal(cmask, ref_cmask)
+    ref_loss, ref_per_tok, _ = run.divergence_loss(exs, ref_comp, ref_cmask)
+    ref_loss.backward()
+    ref = {n: p.grad.clone() for n, p in run.model.named_parameters() if p.grad is not None}
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5, abs=1e-7)
+    assert torch.allclose(per_tok, ref_per_tok, rtol=1e-4, atol=1e-6)
+    assert got.keys() == ref.keys() and any(".lora_A." in n for n in got)
+    for n in ref:
+        assert torch.allclose(got[n], ref[n], rtol=1e-4, atol=1e-7), n
+
+
+def test_shared_rollout_prefill_is_keyed_and_refused_where_it_would_be_wrong(tiny_model_dir, tmp_path):
+    from harness.train.config import TrainConfig
+
+    base = dict(method="sdft", gradient_checkpointing=False, lora_dropout=0.0, bf16=False)
+    on, off = TrainConfig(**base), TrainConfig(**base, share_rollout_prefill=False)
+    assert on.shares_rollout_prefill() and not off.shares_rollout_prefill()
+    assert on.key("d", "m") != off.key("d", "m")      # another sampler start: another checkpoint
+    # where it cannot apply, the key is the separate sampler's, as before the setting existed
+    for kw in (dict(gradient_checkpointing=True), dict(lora_dropout=0.1)):
+        a, b = TrainConfig(**base | kw), TrainConfig(**base | kw, share_rollout_prefill=False)
+        assert not a.shares_rollout_prefill() and a.key("d", "m") == b.key("d", "m")
+    sft = dict(base, method="sft")
+    assert TrainConfig(**sft).key("d", "m") == TrainConfig(**sft, share_rollout_prefill=False).key("d", "m")
+    # a model with dropout of its own is refused at start-up, in one line naming the setting
+    from transformers import AutoConfig
+
+    cfg_dir = tmp_path / "dropout_model"
+    import shutil
+
+    shutil.copytree(tiny_model_dir, cfg_dir)
+    c = AutoConfig.from_pretrained(cfg_dir)
+    c.attention_dropout = 0.1
+    c.save_pretrained(cfg_dir)
+    with pytest.raises(ConfigError, match="share_rollout_prefill.*dropout"):
+        make_run(cfg_dir, tmp_path, method="sdft")
+    make_run(cfg_dir, tmp_path / "off", method="sdft", share_rollout_prefill=False)
+
+
 def test_ema_arithmetic(tiny_model_dir, tmp_path):
     run = make_run(tiny_model_dir, tmp_path, method="sdft", teacher="ema", ema_alpha=0.25)
     pairs = list(run.teacher._pairs())

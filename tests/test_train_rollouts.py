@@ -133,21 +133,20 @@ def test_top_k_is_off_by_default_and_validated(tiny_model_dir):
     # unset top_k and the default task leave the training key as it was before those settings existed
     from harness.hashing import hash_obj
 
-    from harness.train.config import ROLLOUT_SAMPLER
+    from harness.train.config import ROLLOUT_SAMPLER, ROLLOUT_SAMPLER_SHARED_PREFILL
 
+    left_out = ("save_every", "keep_checkpoints", "merge", "drift_every", "top_k", "task", "rollout_backend",
+                "vllm_is_cap", "share_rollout_prefill")
     cfg = tiny_cfg(tiny_model_dir, method="sft")
-    d = {k: v for k, v in cfg.to_dict().items()
-         if k not in ("save_every", "keep_checkpoints", "merge", "drift_every", "top_k", "task", "rollout_backend",
-                      "vllm_is_cap")}
+    d = {k: v for k, v in cfg.to_dict().items() if k not in left_out}
     assert cfg.key("d", "m") == hash_obj({"config": d, "data": "d", "model": "m"}, n=20)
     # SDFT weights depend on the rollout sampler: its id is in the key, so a checkpoint trained on
     # another sampler's rollouts is never reused or resumed as if current
-    sd = tiny_cfg(tiny_model_dir, method="sdft")
-    d = {k: v for k, v in sd.to_dict().items()
-         if k not in ("save_every", "keep_checkpoints", "merge", "drift_every", "top_k", "task", "rollout_backend",
-                      "vllm_is_cap")}
-    assert sd.key("d", "m") == hash_obj({"config": d | {"rollout_sampler": ROLLOUT_SAMPLER}, "data": "d",
-                                         "model": "m"}, n=20)
+    for share, sampler in ((False, ROLLOUT_SAMPLER), (True, ROLLOUT_SAMPLER_SHARED_PREFILL)):
+        sd = tiny_cfg(tiny_model_dir, method="sdft", share_rollout_prefill=share)
+        d = {k: v for k, v in sd.to_dict().items() if k not in left_out}
+        assert sd.key("d", "m") == hash_obj({"config": d | {"rollout_sampler": sampler}, "data": "d",
+                                             "model": "m"}, n=20)
     assert sd.key("d", "m") != tiny_cfg(tiny_model_dir, method="sdft", top_k=5).key("d", "m")
 
 

@@ -24,6 +24,10 @@ METHODS = ("sft", "sdft")
 # row); 'sample_pruned/1' drew one micro-batch at a time from the global RNG seeded per micro-batch;
 # before it, `generate` with the model's generation_config (no id in the key).
 ROLLOUT_SAMPLER = "sample_pruned/2"
+# 'sample_pruned/3': the same sampler, started from the KV cache of the student's own forward over its
+# prompts (`share_rollout_prefill`), one micro-batch at a time. The draws differ from '/2' at rounding
+# level only (another batch shape, the prefill run with gradients), but a key must not promise more.
+ROLLOUT_SAMPLER_SHARED_PREFILL = "sample_pruned/3"
 TEACHERS = ("ema", "frozen", "live")
 # Where SDFT rollouts are sampled: 'hf' (the student itself, `decoding.sample_pruned`) or 'vllm' (a
 # colocated vLLM engine serving the student's current LoRA adapter, `harness.train.vllm_rollouts`).
@@ -103,6 +107,12 @@ class TrainConfig:
     top_k: int | None = _setting(None, "(sdft) Rollout top-k (unset = off; nothing else filters the samples).")
     rollout_backend: str = _setting("hf", "(sdft) Where rollouts are sampled: 'hf' (the student itself) or 'vllm' "
                                           "(a colocated vLLM engine serving the current LoRA adapter; one process).")
+    share_rollout_prefill: bool = _setting(True, "(sdft) Sample each micro-batch's rollouts from the KV cache of the "
+                                           "student's own forward over its prompts (the one whose gradients "
+                                           "train it), then run the completions through that cache: one "
+                                           "prompt pass per step fewer. Applies with rollout_backend hf, "
+                                           "gradient checkpointing off and lora_dropout 0; else the rollouts "
+                                           "prefill separately.")
     vllm_is_cap: float | None = _setting(None, "(sdft, vllm) Weight each token's loss by min(p_student/p_vllm, cap), "
                                          "correcting engine/trainer mismatch; unset = off.")
     teacher_template: str = _setting("paper", "(sdft) 'paper', 'code' or a custom template.")
@@ -211,6 +221,18 @@ class TrainConfig:
             msg = str(e)
             raise ConfigError(f"{where}." + msg[len("train."):] if msg.startswith("train.") else msg) from None
 
+    def shares_rollout_prefill(self) -> bool:
+        """Whether SDFT rollouts start from the student's own prompt forward (`share_rollout_prefill`).
+
+        Only where that forward is the one sampling would run: the 'hf' sampler (vLLM prefills in
+        its engine), no gradient checkpointing (it drops the cache inside the checkpointed layers),
+        no LoRA dropout (in train mode the prompt's keys would carry dropout, which sampling, in eval
+        mode, must not see). A model with dropout of its own is refused at start-up
+        (`objectives.check_prefill_sharing`). A function of the settings alone, so keys can be
+        computed without loading the model."""
+        return (self.method == "sdft" and self.share_rollout_prefill and self.rollout_backend == "hf"
+                and not self.gradient_checkpointing and self.lora_dropout == 0)
+
     def key(self, data_hash: str, model_hash: str) -> str:
         """Content key of the trained artefact: every setting except pure bookkeeping."""
         d = self.to_dict()
@@ -228,10 +250,13 @@ class TrainConfig:
             d["task"] = f"{self.task}@{get_task(self.task).version}"
         # 'hf' leaves the key as it was before the setting existed; a vLLM run is keyed by its engine build
         d.pop("rollout_backend")
+        d.pop("share_rollout_prefill")  # it enters as the rollout sampler below
         if d["vllm_is_cap"] is None:
             d.pop("vllm_is_cap")
         if self.method == "sdft":
-            d["rollout_sampler"] = ROLLOUT_SAMPLER if self.rollout_backend == "hf" else vllm_sampler_id()
+            d["rollout_sampler"] = (vllm_sampler_id() if self.rollout_backend == "vllm" else
+                                    ROLLOUT_SAMPLER_SHARED_PREFILL if self.shares_rollout_prefill() else
+                                    ROLLOUT_SAMPLER)
         return hash_obj({"config": d, "data": data_hash, "model": model_hash}, n=20)
 
 

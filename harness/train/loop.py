@@ -12,9 +12,11 @@ batching, precision, budget, logging and checkpointing are shared code.
 Distributed: `accelerate launch --num_processes N` runs the same code. Each optimizer step takes
 `batch_size` prompts, split into micro-batches of `micro_batch_size`; micro-batch j goes to process
 j mod N, every rollout's seed depends only on (seed, step, its row in the step's batch), and
-gradients are averaged over all micro-batches — so the update does not depend on N. A process
-samples all its micro-batches' rollouts in one batch (one decode step at batch 4 costs far less than
-two at batch 2 on a CPU); per-row random streams keep that from changing what is drawn.
+gradients are averaged over all micro-batches — so the update does not depend on N. By default
+(`share_rollout_prefill`) each micro-batch's rollouts are sampled from the KV cache of the student's
+own forward over its prompts, which saves the rollouts' prefill; otherwise a process samples all its
+micro-batches' rollouts in one batch (one decode step at batch 4 costs far less than two at batch 2
+on a CPU). Per-row random streams keep either from changing what is drawn with N.
 
 Layout: this module holds setup and the optimizer step; the losses are in `objectives.py`, the
 rollouts in `rollouts.py` (both mixins of `Run`), step accounting in `accounting.py`, and everything
@@ -45,7 +47,7 @@ from .batches import Example, encode_records
 from .callbacks import TrainCallback, default_callbacks
 from .config import TrainConfig
 from .frozen import store_frozen_linears
-from .objectives import HiddenStates, Objectives
+from .objectives import HiddenStates, Objectives, check_prefill_sharing
 from .rollouts import Rollouts
 from .teacher import TeacherHandle
 
@@ -140,6 +142,8 @@ class Run(Rollouts, Objectives):
                 model.enable_input_require_grads()
         if cfg.lora and cfg.bf16:  # every forward of the frozen base runs under bf16 autocast
             store_frozen_linears(model, torch.bfloat16)
+        if cfg.shares_rollout_prefill():
+            check_prefill_sharing(model)
         self.model = model
         self.teacher = TeacherHandle(model, cfg.teacher, cfg.lora, need_initial=cfg.drift_every > 0) \
             if cfg.method == "sdft" else TeacherHandle(model, "live", cfg.lora, need_initial=cfg.drift_every > 0)
@@ -207,7 +211,8 @@ class Run(Rollouts, Objectives):
         measure_drift = cfg.drift_every > 0 and step > 0 and step % cfg.drift_every == 0
         drifts = [0.0] if cfg.drift_every > 0 and step == 0 else []
         seeds = self.row_seeds(step, micro)
-        if cfg.method == "sdft":
+        shared_prefill = cfg.shares_rollout_prefill()  # SDFT samples inside the student's forward
+        if cfg.method == "sdft" and not shared_prefill:
             with ph("gen_s"):
                 sampled = self.step_rollouts(micro, seeds)
         elif measure_drift:  # SFT has no rollouts of its own: sample some for the probe, off the clock
@@ -215,14 +220,18 @@ class Run(Rollouts, Objectives):
                 sampled = self.step_rollouts(micro, seeds)
         for k, (_, exs) in enumerate(micro):
             if cfg.method == "sdft":
-                comp, cmask, rollout_lp = sampled[k]
-                loss, per_tok, mask = self.divergence_loss(exs, comp, cmask, ph, rollout_lp)
+                if shared_prefill:
+                    loss, per_tok, mask, comp, cmask = self.sampling_divergence_loss(exs, seeds[k], ph)
+                else:
+                    comp, cmask, rollout_lp = sampled[k]
+                    loss, per_tok, mask = self.divergence_loss(exs, comp, cmask, ph, rollout_lp)
                 div = float(loss.detach())  # for 'sampled' this is the surrogate, not the KL
                 n_gen = int(cmask.sum())
                 stats["tokens_generated"] += n_gen
                 prompt_tokens = sum(len(e.student_ids) + len(e.teacher_ids) for e in exs)
                 stats["teacher_tokens"] += sum(len(e.teacher_ids) for e in exs) + n_gen
-                stats["rollout_prefill_tokens"] += sum(len(e.student_ids) for e in exs)
+                if not shared_prefill:  # else the student's own forward was the rollouts' prefill
+                    stats["rollout_prefill_tokens"] += sum(len(e.student_ids) for e in exs)
             else:
                 loss, comp, cmask = self.sft_loss(exs, ph)
                 div = float("nan")

@@ -18,15 +18,39 @@ from .losses import chunked_divergence, masked_sequence_mean, skip_mask
 
 class HiddenStates(torch.nn.Module):
     """Wraps a causal LM so the (DDP-wrapped) forward returns final hidden states, not logits:
-    the head is applied later in chunks (see losses.chunked_divergence)."""
+    the head is applied later in chunks (see losses.chunked_divergence).
+
+    With `complete`, the input is the prompts alone and the forward also samples their completions
+    (`share_rollout_prefill`): the prompts run once into a KV cache, with gradients; `complete(last
+    hidden state, cache)` samples from a detached copy of that cache and returns (completion ids,
+    mask); the completions then run through the same cache. So the rollout needs no prefill of its
+    own, and the loss still differentiates through the prompt's keys and values, exactly as the
+    single forward over prompt + completion does. Returns (hidden states at the positions that
+    predict each completion token, completion ids, mask). One module call, so DDP sees one forward."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, position_ids):
-        return self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                        use_cache=False).last_hidden_state
+    def forward(self, input_ids, attention_mask, positions, complete=None):
+        dec = self.model.get_decoder()
+        if complete is None:
+            return dec(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                       use_cache=False).last_hidden_state
+        from transformers import DynamicCache
+
+        from ..decoding import cache_kwarg
+
+        cache = DynamicCache(config=self.model.config)
+        kw = cache_kwarg(dec)
+        h = dec(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                **{kw: cache}).last_hidden_state[:, -1:]
+        comp, cmask = complete(h, cache)
+        att = torch.cat([attention_mask, cmask], 1)
+        pos = position_ids(att)[:, input_ids.shape[1]:]
+        hc = dec(input_ids=comp, attention_mask=att, position_ids=pos, use_cache=True,
+                 **{kw: cache}).last_hidden_state
+        return torch.cat([h, hc[:, :-1]], 1), comp, cmask
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -35,6 +59,23 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     Without them a left-padded row starts at position `n_pad` instead of 0: harmless up to rounding
     for RoPE (relative), wrong for models with absolute position embeddings."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def check_prefill_sharing(model) -> None:
+    """Refuse `share_rollout_prefill` for a model it would get wrong: with dropout of its own (the
+    student's prompt forward runs in train mode, sampling must not see dropout) or with a cache that
+    is not plain per-layer (sliding-window layers drop keys the completions' forward needs)."""
+    from ..decoding import shares_per_layer_cache
+    from ..errors import ConfigError
+
+    hint = "; set train.share_rollout_prefill: false"
+    drop = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    drop += [k for k in ("attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout")
+             if (getattr(model.config, k, 0) or 0) > 0]
+    if drop:
+        raise ConfigError(f"train.share_rollout_prefill: the model has dropout ({drop[0]}){hint}")
+    if not shares_per_layer_cache(model):
+        raise ConfigError(f"train.share_rollout_prefill: the model's cache has sliding-window layers{hint}")
 
 
 @contextmanager
@@ -84,24 +125,48 @@ class Objectives:
         """SDFT: per-token divergence between student (student prompt) and teacher (teacher prompt)
         on the same rollout tokens; teacher under stop-gradient, in eval mode (no dropout).
         With `vllm_is_cap`, each token's divergence is weighted by the clipped ratio of the
-        student's to the engine's probability of it (`rollout_logprobs`, from the rollouts).
-
-        Only the teacher's hidden states (B×L×H) are kept; its logits are computed chunk by chunk
-        alongside the student's, and again when backward recomputes the chunk, so no B×L×V tensor
-        exists at once. The output head is never a LoRA target (checked at start-up), so the
-        teacher's head is usable outside its adapter context."""
-        cfg = self.cfg
+        student's to the engine's probability of it (`rollout_logprobs`, from the rollouts)."""
         ph = phases or Phases(self.device)
-        with ph("teacher_s"), self.teacher.teacher_weights() as tmod, eval_mode(tmod):
-            t_hidden = self._hidden([e.teacher_ids for e in exs], comp, cmask, module=tmod).detach()
-            t_logits = self._logits_fn(lm_head(tmod), t_hidden)
+        t_logits = self._teacher_logits(exs, comp, cmask, ph)
         with ph("student_fwd_s"):
             s_hidden = self._hidden([e.student_ids for e in exs], comp, cmask)
+        return self._divergence(s_hidden, t_logits, comp, cmask, ph, rollout_logprobs)
 
-            def teacher_logits(a, b):
-                with torch.no_grad(), ph("teacher_s"):
-                    return t_logits(a, b)
+    def sampling_divergence_loss(self, exs, seeds: list[int], phases: Phases | None = None):
+        """SDFT with the rollouts sampled inside the student's forward (`share_rollout_prefill`, see
+        `HiddenStates`): row i from its own generator seeded `seeds[i]`. Returns (loss, per-token
+        divergence, loss mask, completion ids, completion mask)."""
+        ph = phases or Phases(self.device)
+        pids, pmask = left_pad([e.student_ids for e in exs], self.tok.pad_token_id)
+        pids, pmask = pids.to(self.device), pmask.to(self.device)
 
+        def complete(last_hidden, cache):
+            with ph("gen_s"):
+                return self.rollouts_from_prefill(pmask, last_hidden, cache, seeds)
+
+        with ph("student_fwd_s"), self.autocast():
+            s_hidden, comp, cmask = self.wrapped(pids, pmask, position_ids(pmask), complete=complete)
+        t_logits = self._teacher_logits(exs, comp, cmask, ph)
+        return (*self._divergence(s_hidden, t_logits, comp, cmask, ph, None), comp, cmask)
+
+    def _teacher_logits(self, exs, comp, cmask, ph: Phases):
+        """The teacher's logits over the completion positions [a, b), as a function computed chunk by
+        chunk: only its hidden states (B×L×H) are kept, and the logits are recomputed when backward
+        recomputes the student's chunk, so no B×L×V tensor exists at once. The output head is never
+        a LoRA target (checked at start-up), so the teacher's head is usable outside its adapter
+        context."""
+        with ph("teacher_s"), self.teacher.teacher_weights() as tmod, eval_mode(tmod):
+            t_hidden = self._hidden([e.teacher_ids for e in exs], comp, cmask, module=tmod).detach()
+            fn = self._logits_fn(lm_head(tmod), t_hidden)
+
+        def teacher_logits(a, b):
+            with torch.no_grad(), ph("teacher_s"):
+                return fn(a, b)
+        return teacher_logits
+
+    def _divergence(self, s_hidden, teacher_logits, comp, cmask, ph: Phases, rollout_logprobs):
+        cfg = self.cfg
+        with ph("student_fwd_s"):
             per_tok = chunked_divergence(
                 s_hidden, teacher_logits, lm_head(self.model), comp.to(self.device),
                 cfg.divergence, cfg.estimator, cfg.topk, cfg.jsd_beta, cfg.chunk_tokens, cfg.temperature)

@@ -52,6 +52,24 @@ class Rollouts:
         ids, mask = right_pad(rows, pad)
         return (ids, mask, None) if with_logprobs else (ids, mask)
 
+    @torch.no_grad()
+    def rollouts_from_prefill(self, mask, last_hidden, cache, seeds: list[int]):
+        """`rollouts` for prompts the student's own forward already ran into `cache`
+        (`share_rollout_prefill`; `objectives.HiddenStates`): the same sampler, started from the
+        last prompt position's hidden state through the same head, on a detached copy of the cache
+        so the forward's graph is untouched. Returns right-padded (ids, mask) on the run's device."""
+        from ..decoding import detached_cache, sample_pruned
+
+        cfg = self.cfg
+        gens = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        with eval_mode(self.model) as m, self.autocast(), self._bf16_head(m):
+            logits = lm_head(m)(last_hidden.detach())[:, -1]
+            rows = sample_pruned(m, None, mask, cfg.max_rollout_tokens or cfg.max_completion_tokens,
+                                 sorted(self.eos_ids), temperature=cfg.temperature, top_p=cfg.top_p,
+                                 top_k=cfg.top_k, row_generators=gens, prefilled=(detached_cache(m, cache), logits))
+        ids, cmask = right_pad(rows, self.tok.pad_token_id)
+        return ids.to(self.device), cmask.to(self.device)
+
     def vllm_rollouts(self):
         """The run's colocated vLLM sampler, created at first use (its engine starts at the first
         rollout); stopped by `close_rollouts`, which `Run.run` calls however it ends."""
