@@ -223,6 +223,22 @@ def test_prior_key_names_the_scorer(data_dir, tmp_path, monkeypatch):
     assert ev.plan_keys("0" * 16, benchmarks=["arc_easy"], limit=2, data_dir=data_dir) != keys
 
 
+def test_prior_key_names_stock_hflm_where_the_scorer_steps_aside_for_it(data_dir, tmp_path, monkeypatch):
+    """Under a transformers that cannot keep logits by a boolean mask every request runs through
+    stock HFLM, so the key must not claim the shared-context scorer's numbers."""
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    import transformers.modeling_utils as mu
+
+    from harness.prior import evaluate as ev
+    from harness.prior import scorer
+
+    assert scorer.scorer_id() == scorer.SCORER_ID
+    keys = ev.plan_keys("0" * 16, benchmarks=["arc_easy"], limit=2, data_dir=data_dir)
+    monkeypatch.delattr(mu, "slice_logits_to_keep")
+    assert scorer.scorer_id() == scorer.STOCK_SCORER_ID
+    assert ev.plan_keys("0" * 16, benchmarks=["arc_easy"], limit=2, data_dir=data_dir) != keys
+
+
 def test_evaluate_prior_uses_the_shared_context_scorer(tiny_model, data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     from harness.prior import evaluate_prior, scorer

@@ -6,7 +6,7 @@
 
 Each benchmark is one lm-eval call on a generated task folder (see `tasks.py`) and one evaluation
 row in the store, keyed by a content hash of the weights, the task config, the data subset, n-shot,
-chat template, metric, lm-eval version and scorer (`scorer.SCORER_ID`). A complete row is a cache
+chat template, metric, lm-eval version and scorer (`scorer.scorer_id()`). A complete row is a cache
 hit: re-running the same model recomputes nothing, a different model never reuses answers, and an
 interrupted run re-does only the benchmarks that had not finished. lm-eval's own `use_cache` is
 never used: it keys on request text only, so two checkpoints would share answers.
@@ -268,8 +268,8 @@ def evaluate_prior(model, tokenizer=None, *, model_label: str, store: Store,
 
 def _plans(model_hash, suite, names, settings_of, ddir, limit, lm_version, scorer=None) -> list[tuple]:
     """(name, settings, limit, prepared, bundle, lm-eval metric key, store key) per benchmark; `scorer`
-    None is the harness's HF scorer (`scorer.SCORER_ID`)."""
-    scorer = scorer or scorer_mod.SCORER_ID
+    None is the harness's HF scorer (`scorer.scorer_id()`)."""
+    scorer = scorer or scorer_mod.scorer_id()
     plans = []
     for name in names:
         settings = settings_of[name]
@@ -302,7 +302,7 @@ def plan_keys(model_hash: str, *, suite_path=DEFAULT_SUITE, benchmarks: list[str
 def _evaluate_plans(plans, model, tokenizer, *, loader=None, model_label, model_desc, model_hash, store, suite,
                     lm_version, batch_size, progress, run_id, lm_factory=None,
                     scorer=None) -> dict[str, dict]:
-    scorer = scorer or scorer_mod.SCORER_ID
+    scorer = scorer or scorer_mod.scorer_id()
     lm = None
     results: dict[str, dict] = {}
     for name, settings, lim, prepared, bundle, lm_key, key in plans:

@@ -47,6 +47,7 @@ from functools import lru_cache
 from typing import Any
 
 SCORER_ID = "shared-context-3"  # part of every prior evaluation key; bump when scores could change
+STOCK_SCORER_ID = "stock-hflm"   # the key's scorer where this scorer steps aside for stock HFLM
 GEN_CHUNK = 64  # greedy generate_until prompts per decoder call (the decoder refills its slots from them)
 
 log = logging.getLogger(__name__)
@@ -375,6 +376,17 @@ class SharedContextScoring:
             log.warning("%s: scoring with stock HFLM", why)
             self._warned_no_keep = True
         return ok
+
+
+def scorer_id() -> str:
+    """The scorer a prior key names: `SCORER_ID`, or `STOCK_SCORER_ID` under a transformers that
+    cannot keep logits by a boolean mask, where every request of this class runs through stock
+    HFLM (`_accepts_logits_to_keep`), whose last digits differ. The other reasons to step aside (a
+    model class without `logits_to_keep`, a generation_config processor) are fixed by the model,
+    whose hash is in the key too."""
+    import transformers.modeling_utils as mu
+
+    return SCORER_ID if hasattr(mu, "slice_logits_to_keep") else STOCK_SCORER_ID
 
 
 def transformers_version() -> str:
