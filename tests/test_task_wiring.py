@@ -106,7 +106,7 @@ def test_training_keys_keep_tool_use_and_separate_science():
     # the key as TrainConfig.key computed it before `task` was a setting
     d = cfg.to_dict()
     for k in ("save_every", "keep_checkpoints", "merge", "drift_every", "task", "top_k",
-              "rollout_backend", "vllm_is_cap"):  # settings added since, left out of the key at their defaults
+              "rollout_backend", "vllm_is_cap", "share_rollout_prefill"):  # added since, left out of the key
         d.pop(k)
     assert cfg.key("data", "model") == hash_obj({"config": d, "data": "data", "model": "model"}, n=20)
     sci = TrainConfig(method="sft", bf16=False, max_steps=3, task="science")
