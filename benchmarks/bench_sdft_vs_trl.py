@@ -44,7 +44,7 @@ def run_harness(a) -> dict:
     wall = time.perf_counter() - t
     gen = sum(r["tokens_generated"] for r in rows)
     return {"wall_s": wall, "tokens_generated": gen, "gen_tokens_per_s_overall": gen / wall,
-            "step_s": [r["step_s"] for r in rows]}
+            "step_s": [r["step_s"] for r in rows], "flops_estimate": run.totals["flops"]}
 
 
 def run_trl(a) -> dict:
@@ -97,7 +97,13 @@ def main() -> None:
     ap.add_argument("--which", choices=["harness", "harness-separate-prefill", "trl", "both"], default="both")
     a = ap.parse_args()
     if a.which == "both":
-        res = {}
+        import torch
+
+        from bench_prior_scorer import matmul_peak
+
+        torch.set_num_threads(a.threads)
+        dtype = torch.bfloat16 if a.bf16 else torch.float32
+        res = {"matmul_peak_gflops_before": matmul_peak(dtype) / 1e9}
         for w in ("harness", "trl") + (("harness-separate-prefill",) if a.also_separate_prefill else ()):
             cmd = [sys.executable, __file__, "--which", w, "--model", a.model, "--steps", str(a.steps), "--batch",
                    str(a.batch), "--new-tokens", str(a.new_tokens), "--threads", str(a.threads)] + (["--bf16"] if a.bf16 else []) + (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
@@ -105,7 +111,14 @@ def main() -> None:
             if out.returncode:
                 sys.exit(f"{w} failed:\n{out.stderr[-3000:]}")
             res[w] = json.loads(out.stdout.strip().splitlines()[-1])
+        res["matmul_peak_gflops_after"] = matmul_peak(dtype) / 1e9
         h, t = res["harness"], res["trl"]
+        # the machine's limit: the harness's FLOPs estimate (accounting.flops_estimate) at the faster
+        # of the two peak readings taken around the runs (this shared machine's speed drifts)
+        peak = max(res["matmul_peak_gflops_before"], res["matmul_peak_gflops_after"]) * 1e9
+        res["harness_limit_s"] = h["flops_estimate"] / peak
+        res["harness_fraction_of_limit"] = res["harness_limit_s"] / h["wall_s"]
+        res["trl_fraction_of_limit"] = res["harness_limit_s"] / t["wall_s"]
         res["ratio_wall_harness_over_trl"] = h["wall_s"] / t["wall_s"]
         res["ratio_peak_rss_harness_over_trl"] = h["peak_rss_mb"] / t["peak_rss_mb"]
         if h.get("gen_tokens_per_s_overall") and t.get("gen_tokens_per_s_overall"):
