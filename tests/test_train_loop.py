@@ -113,6 +113,25 @@ def test_shared_rollout_prefill_is_keyed_and_refused_where_it_would_be_wrong(tin
     with pytest.raises(ConfigError, match="share_rollout_prefill.*dropout"):
         make_run(cfg_dir, tmp_path, method="sdft")
     make_run(cfg_dir, tmp_path / "off", method="sdft", share_rollout_prefill=False)
+    # logits scaled after the head: the first token would be drawn from the head's raw output
+    c.attention_dropout = 0.0
+    c.logit_scale = 0.5
+    c.save_pretrained(cfg_dir)
+    with pytest.raises(ConfigError, match="share_rollout_prefill.*scales its logits"):
+        make_run(cfg_dir, tmp_path / "scaled", method="sdft")
+
+
+@pytest.mark.parametrize("method, separate_rollout_calls", [("sdft", 0), ("sft", 1)])
+def test_a_drift_step_samples_no_second_set_of_rollouts(tiny_model_dir, tmp_path, method, separate_rollout_calls):
+    """SDFT's drift probe uses the step's own rollouts (sampled inside the student forward); only
+    SFT, which has none, samples some for the probe."""
+    run = make_run(tiny_model_dir, tmp_path, method=method, drift_every=1, max_steps=2)
+    run.train_step()
+    calls = []
+    real = run.step_rollouts
+    run.step_rollouts = lambda *a, **k: calls.append(1) or real(*a, **k)
+    row = run.train_step()
+    assert len(calls) == separate_rollout_calls and row["drift_kl"] > 0
 
 
 def test_ema_arithmetic(tiny_model_dir, tmp_path):

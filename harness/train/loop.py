@@ -215,7 +215,7 @@ class Run(Rollouts, Objectives):
         if cfg.method == "sdft" and not shared_prefill:
             with ph("gen_s"):
                 sampled = self.step_rollouts(micro, seeds)
-        elif measure_drift:  # SFT has no rollouts of its own: sample some for the probe, off the clock
+        elif cfg.method == "sft" and measure_drift:  # SFT has no rollouts of its own: sample some for the probe
             with ph("drift_s"):
                 sampled = self.step_rollouts(micro, seeds)
         for k, (_, exs) in enumerate(micro):

@@ -62,18 +62,25 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def check_prefill_sharing(model) -> None:
-    """Refuse `share_rollout_prefill` for a model it would get wrong: with dropout of its own (the
-    student's prompt forward runs in train mode, sampling must not see dropout) or with a cache that
-    is not plain per-layer (sliding-window layers drop keys the completions' forward needs)."""
+    """Refuse `share_rollout_prefill` for a model it would get wrong: with dropout or other train-mode
+    noise of its own (the student's prompt forward runs in train mode, sampling must not see it),
+    with logits scaled or capped after the head (the first token is drawn from the head's raw
+    output), or with a cache that is not plain per-layer (sliding-window layers drop keys the
+    completions' forward needs)."""
     from ..decoding import shares_per_layer_cache
     from ..errors import ConfigError
 
     hint = "; set train.share_rollout_prefill: false"
-    drop = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
-    drop += [k for k in ("attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout")
-             if (getattr(model.config, k, 0) or 0) > 0]
-    if drop:
-        raise ConfigError(f"train.share_rollout_prefill: the model has dropout ({drop[0]}){hint}")
+    noisy = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    settings = model.config.to_dict()
+    noisy += [k for k, v in settings.items() if any(w in k for w in ("dropout", "pdrop", "jitter"))
+              and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
+    if noisy:
+        raise ConfigError(f"train.share_rollout_prefill: the model has dropout or train-mode noise ({noisy[0]}){hint}")
+    scaled = [k for k in ("logit_scale", "logits_scaling", "final_logit_softcapping", "output_multiplier_scale")
+              if settings.get(k) not in (None, 1, 1.0)]
+    if scaled:
+        raise ConfigError(f"train.share_rollout_prefill: the model scales its logits after the head ({scaled[0]}){hint}")
     if not shares_per_layer_cache(model):
         raise ConfigError(f"train.share_rollout_prefill: the model's cache has sliding-window layers{hint}")
 
