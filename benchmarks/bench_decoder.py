@@ -16,7 +16,9 @@ Prints, per arm, each wall-clock, tokens/s, new/old speed ratio, prompt tokens p
 first step where it does. Greedy outputs of the two can differ only where floating-point reordering
 (batch shapes, a prefix computed at batch 1) flips a near-tie between the two best tokens; the
 differing rows are reported with their logit margin at that step under the old decoder's prompt.
-Run nothing else beside it: only the ratio measured in one run means anything on a shared machine.
+The n×n matmul peak in the model's dtype is read before and after the runs (`matmul_peak_gflops_*`),
+for the limit the unique tokens' FLOPs set. Run nothing else beside it: only the ratio measured in
+one run means anything on a shared machine.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ def main() -> None:
     report = {"model": a.model, "dtype": a.dtype, "items": len(recs), "new_tokens": a.new_tokens,
               "batch": a.batch, "new_batch": new_batch, "chunk": chunk_of(a.batch), "new_chunk": chunk_of(new_batch),
               "threads": a.threads, "arms": {}}
+    from bench_prior_scorer import matmul_peak
+
+    # the machine's limit drifts with the shared host: read the matmul peak around the runs
+    report["matmul_peak_gflops_before"] = round(matmul_peak(model.dtype) / 1e9, 1)
     for arm in arms:
         enc = [tok(render_chat(tok, arm_prompt(r, arm, "paper")), add_special_tokens=False)["input_ids"]
                for r in recs]
@@ -98,6 +104,7 @@ def main() -> None:
             "prompt_tokens": sum(map(len, enc)), "prompt_tokens_prefilled_new": prefilled,
             "new_tokens_total": n_tok, "identical": len(recs) - len(diffs), "differing": diffs}
         print(json.dumps({arm: report["arms"][arm]}), file=sys.stderr, flush=True)  # each arm as it ends
+    report["matmul_peak_gflops_after"] = round(matmul_peak(model.dtype) / 1e9, 1)
     print(json.dumps(report, indent=1))
 
 

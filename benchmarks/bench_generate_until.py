@@ -45,6 +45,9 @@ def main() -> None:
     model.eval()
     stock = HFLM(pretrained=model, tokenizer=tok, batch_size=a.batch_size)
     ours = make_lm(model, tok, batch_size=a.batch_size)
+    from bench_prior_scorer import matmul_peak
+
+    peak_before = matmul_peak(model.dtype) / 1e9  # the shared host's speed drifts: read it around the runs
     rows = []
     for b in [x.strip() for x in a.benchmarks.split(",") if x.strip()]:
         inst = [i for _, i in benchmark_requests(b, None, a.items, lm=stock)]
@@ -67,7 +70,8 @@ def main() -> None:
         toks = sum(len(tok(g, add_special_tokens=False)["input_ids"]) for g in got)
         rows.append((b, len(inst), t_stock, t_ours, toks, len(inst) - len(diff), diff[:5]))
     print(f"\nmodel {a.model}, {a.dtype}, {a.threads} thread(s), batch {a.batch_size}, "
-          f"max_gen_toks cap {a.max_gen_toks or 'none'}")
+          f"max_gen_toks cap {a.max_gen_toks or 'none'}; matmul peak {peak_before:.0f} GFLOP/s before, "
+          f"{matmul_peak(model.dtype) / 1e9:.0f} after ({a.dtype}, 2048², {a.threads} thread(s))")
     print(f"{'benchmark':<11}{'items':>6}{'stock s':>9}{'ours s':>8}{'ratio':>7}{'out toks':>9}{'identical':>10}  first differing")
     for b, n, ts, to, toks, same, diff in rows:
         print(f"{b:<11}{n:>6}{ts:>9.1f}{to:>8.1f}{ts / to:>6.2f}x{toks:>9}{same:>7}/{n:<3} {diff}")
