@@ -182,6 +182,11 @@ def _template(tmp_path_factory, tiny_model_dir) -> Path:
     shutil.copytree(tiny_model_dir, ws / "m/badconfig")
     (ws / "m/badconfig/config.json").write_text("{not json")
     _write(ws / "m/noconfig/README.md", "no model here")
+    # models the shared rollout prefill would get wrong (train-mode dropout; logits scaled after the head)
+    for name, extra in (("dropout", {"attention_dropout": 0.1}), ("logitscale", {"logit_scale": 0.5})):
+        shutil.copytree(tiny_model_dir, ws / f"m/{name}")
+        cfg = json.loads((ws / f"m/{name}/config.json").read_text())
+        (ws / f"m/{name}/config.json").write_text(json.dumps(cfg | extra))
     _write(ws / "m/badadapter/adapter_config.json", "{not json")
     # --- results stores
     store = Store(ws / "h.db")
@@ -231,6 +236,8 @@ RUN = ["run", "--dry-run", "--model", "{tiny}"]
 HDB = ["--db", "{ws}/h.db"]
 SCI = ["eval", "science", *T, "--arms", "base", "--limit", "1", "--max-new-tokens", "2"]
 SCI_TRAIN = ["train", *T, "--task", "science", "--method", "sft", "-o", "{ws}/out"]
+SDFT_ONE = ["train", "--method", "sdft", "-o", "{ws}/out", "--split", "{ws}/data/good.json", "--batch-size", "1",
+            "--micro-batch-size", "1"]  # good.json holds one record
 CASES = [
     # ---- usage errors (vendored click exceptions)
     ("usage-no-args", [], 2, "harness: missing command"),
@@ -336,6 +343,10 @@ CASES = [
      "sci_letter.jsonl, record line 1, field 'answer': 'E' is not among the option letters"),
     ("train-tool-demonstrations", [*TRAIN, "--demonstrations", "output_text"], 2,
      "--demonstrations: tool use takes its demonstrations"),
+    ("train-sdft-dropout-model", [*SDFT_ONE, "--model", "{ws}/m/dropout"], 2,
+     "train.share_rollout_prefill: the model has dropout or train-mode noise (attention_dropout)"),
+    ("train-sdft-logitscale-model", [*SDFT_ONE, "--model", "{ws}/m/logitscale"], 2,
+     "train.share_rollout_prefill: the model scales its logits after the head (logit_scale)"),
     ("train-utf16", [*TRAIN, "--split", "{ws}/data/utf16.json"], 2, "utf16.json: tool-use data file is UTF-16"),
     ("train-latin1", [*TRAIN, "--split", "{ws}/data/latin1.json"], 2, "latin1.json: tool-use data file is not UTF-8"),
     ("train-limit-0", [*TRAIN, "--limit", "0"], 2, "--limit must be positive"),

@@ -119,7 +119,13 @@ def test_rollouts_sample_with_only_the_configured_warpers(tiny_model_dir, tmp_pa
                         lambda *a, **kw: pytest.fail("rollouts went through generate's processor list"))
     run.rollouts(run.examples[:2], seeds=[1] * len(run.examples[:2]))
     assert len(calls) == 1 and len(calls[0].pop("row_generators")) == 2   # one random stream per row
+    assert calls[0].pop("prefilled") is None
     assert calls == [dict(temperature=0.7, top_p=0.9, top_k=5)]
+    # a training step samples from the student's own prompt forward, with the same settings
+    calls.clear()
+    run.train_step()
+    assert calls and all(kw.pop("prefilled") is not None and len(kw.pop("row_generators")) == 2 for kw in calls)
+    assert calls == [dict(temperature=0.7, top_p=0.9, top_k=5)] * len(calls)
 
 
 def test_top_k_is_off_by_default_and_validated(tiny_model_dir):

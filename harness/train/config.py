@@ -110,7 +110,8 @@ class TrainConfig:
                                            "train it), then run the completions through that cache: one "
                                            "prompt pass per step fewer. Applies with rollout_backend hf, "
                                            "gradient checkpointing off and lora_dropout 0; else the rollouts "
-                                           "prefill separately.")
+                                           "prefill separately. Models with dropout of their own or logits "
+                                           "scaled after the head are refused with it on.")
     vllm_is_cap: float | None = _setting(None, "(sdft, vllm) Weight each token's loss by min(p_student/p_vllm, cap), "
                                          "correcting engine/trainer mismatch; unset = off.")
     teacher_template: str = _setting("paper", "(sdft) 'paper', 'code' or a custom template.")
@@ -225,7 +226,7 @@ class TrainConfig:
         Only where that forward is the one sampling would run: the 'hf' sampler (vLLM prefills in
         its engine), no gradient checkpointing (it drops the cache inside the checkpointed layers),
         no LoRA dropout (in train mode the prompt's keys would carry dropout, which sampling, in eval
-        mode, must not see). A model with dropout of its own is refused at start-up
+        mode, must not see). A model with dropout or logit scaling of its own is refused at start-up
         (`objectives.check_prefill_sharing`). A function of the settings alone, so keys can be
         computed without loading the model."""
         return (self.method == "sdft" and self.share_rollout_prefill and self.rollout_backend == "hf"

@@ -38,37 +38,37 @@ class Rollouts:
         if self.cfg.rollout_backend == "vllm":
             b = self.vllm_rollouts().sample(self.model, self.step, [e.student_ids for e in exs], seeds)
             return (b.ids, b.mask, b.logprobs) if with_logprobs else (b.ids, b.mask)
-        from ..decoding import sample_pruned
-
-        cfg, pad = self.cfg, self.tok.pad_token_id
-        ids, mask = left_pad([e.student_ids for e in exs], pad)
-        gens = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
-        with eval_mode(self.model) as m, self.autocast(), self._bf16_head(m):
-            rows = sample_pruned(m, ids.to(self.device), mask.to(self.device),
-                                 cfg.max_rollout_tokens or cfg.max_completion_tokens, sorted(self.eos_ids),
-                                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                                 row_generators=gens)
-        # each row stops at its first EOS (kept), so the length mask is the completion mask
-        ids, mask = right_pad(rows, pad)
+        ids, mask = left_pad([e.student_ids for e in exs], self.tok.pad_token_id)
+        ids, mask = self._sample(mask.to(self.device), seeds, ids=ids.to(self.device))
         return (ids, mask, None) if with_logprobs else (ids, mask)
 
-    @torch.no_grad()
     def rollouts_from_prefill(self, mask, last_hidden, cache, seeds: list[int]):
         """`rollouts` for prompts the student's own forward already ran into `cache`
         (`share_rollout_prefill`; `objectives.HiddenStates`): the same sampler, started from the
         last prompt position's hidden state through the same head, on a detached copy of the cache
         so the forward's graph is untouched. Returns right-padded (ids, mask) on the run's device."""
-        from ..decoding import detached_cache, sample_pruned
+        from ..decoding import detached_cache
+
+        def start(m):
+            return detached_cache(m, cache), lm_head(m)(last_hidden.detach())[:, -1]
+
+        ids, cmask = self._sample(mask, seeds, start=start)
+        return ids.to(self.device), cmask.to(self.device)
+
+    @torch.no_grad()
+    def _sample(self, mask, seeds: list[int], ids=None, start=None):
+        """The 'hf' sampler over left-padded prompts (`mask`), from their ids or from `start(model)`
+        = (cache, last-position logits); row i from a generator seeded `seeds[i]`. Right-padded
+        (ids, mask): each row stops at its first EOS (kept), so the length mask is the completion mask."""
+        from ..decoding import sample_pruned
 
         cfg = self.cfg
         gens = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
         with eval_mode(self.model) as m, self.autocast(), self._bf16_head(m):
-            logits = lm_head(m)(last_hidden.detach())[:, -1]
-            rows = sample_pruned(m, None, mask, cfg.max_rollout_tokens or cfg.max_completion_tokens,
+            rows = sample_pruned(m, ids, mask, cfg.max_rollout_tokens or cfg.max_completion_tokens,
                                  sorted(self.eos_ids), temperature=cfg.temperature, top_p=cfg.top_p,
-                                 top_k=cfg.top_k, row_generators=gens, prefilled=(detached_cache(m, cache), logits))
-        ids, cmask = right_pad(rows, self.tok.pad_token_id)
-        return ids.to(self.device), cmask.to(self.device)
+                                 top_k=cfg.top_k, row_generators=gens, prefilled=start(m) if start else None)
+        return right_pad(rows, self.tok.pad_token_id)
 
     def vllm_rollouts(self):
         """The run's colocated vLLM sampler, created at first use (its engine starts at the first
