@@ -45,7 +45,7 @@ def main() -> None:
     import torch
 
     from harness.evaluate import arm_prompt, check_arms
-    from harness.decoding import _greedy_batches, _prefix_groups, greedy_shared
+    from harness.decoding import _greedy_batches, prefix_groups, greedy_shared
     from harness.generation import render_chat
     from harness.models import load_model
     from harness.paths import data_dir
@@ -88,7 +88,7 @@ def main() -> None:
         t_new, new = run(lambda m, p, n, e, b: greedy_shared(m, p, n, e, batch_size=b), new_batch)
         n_tok = sum(map(len, new))
         prefilled = sum(p + sum(len(enc[idx[i]]) - p for i in m)
-                        for idx in parts_of(chunk_of(new_batch)) for p, m in _prefix_groups([enc[i] for i in idx], 32))
+                        for idx in parts_of(chunk_of(new_batch)) for p, m in prefix_groups([enc[i] for i in idx], 32))
         diffs = []
         for i, (o, n) in enumerate(zip(old, new)):
             if o != n:

@@ -9,7 +9,8 @@ warm-up call. Prints per benchmark: items/s of each, their ratio, the largest |�
 and whether every is_greedy agrees; then the overall ratio (total time over all benchmarks).
 
 The machine's limit: the FLOPs the shared-context scorer cannot avoid — every *unique* token
-(each distinct context once, continuation tokens once) through the transformer body (2 × body
+(each distinct context prefix once, so a primer shared by many contexts counts once; each
+continuation's tokens once per context) through the transformer body (2 × body
 parameters + causal attention), plus the LM head at the positions that are read — divided by a
 measured matmul peak for the dtype at the same thread count. "at limit" is how many items/s that
 would allow, "ours/limit" how close the scorer comes. Run nothing else beside it: the machine is
@@ -53,22 +54,30 @@ def model_shape(model) -> dict:
 
 
 def unique_flops(requests, window: int, shape: dict) -> float:
-    """FLOPs of the unique work in lm-eval's token-level requests: each distinct (left-truncated)
-    context once, each continuation's tokens once, the LM head only at read positions (as
-    `SharedContextScoring` groups them)."""
-    groups: dict[tuple, list[list[int]]] = {}
+    """FLOPs of the unique work in lm-eval's token-level requests: every distinct context prefix
+    once (the contexts as a trie: a primer shared by many contexts counts once), each distinct
+    continuation's tokens once per context, the LM head only at read positions (each context's
+    last position and the continuation tokens)."""
+    groups: dict[tuple, set[tuple]] = {}
     for _, c_enc, k_enc in requests:
         seq = (c_enc + k_enc)[-(window + 1):]
-        groups.setdefault(tuple(seq[: len(seq) - len(k_enc)]), []).append(k_enc)
+        groups.setdefault(tuple(seq[: len(seq) - len(k_enc)]), set()).add(tuple(k_enc))
 
     def tokens_at(start: int, n: int) -> float:  # body + causal attention for positions start..start+n-1
         attn = 4 * shape["layers"] * shape["attn_dim"] * (n * start + n * (n + 1) / 2)
         return 2 * shape["body"] * n + attn
 
+    trie: dict = {}
     flops = 0.0
     for prefix, conts in groups.items():
+        node = trie
+        for t, tok in enumerate(prefix):
+            if tok not in node:
+                node[tok] = {}
+                flops += tokens_at(t, 1)
+            node = node[tok]
         p = len(prefix)
-        flops += tokens_at(0, p) + 2 * shape["head"]  # the context, head at its last position
+        flops += 2 * shape["head"]  # head at the context's last position
         for k in conts:
             if len(k) > 1:
                 flops += tokens_at(p, len(k) - 1) + 2 * shape["head"] * (len(k) - 1)

@@ -150,7 +150,7 @@ def sample_pruned(model, input_ids, attention_mask, max_new_tokens: int, eos_tok
     return _pruned_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pick, prefilled)
 
 
-def _prefix_groups(prompts: Sequence[Sequence[int]], min_shared: int) -> list[tuple[int, list[int]]]:
+def prefix_groups(prompts: Sequence[Sequence[int]], min_shared: int) -> list[tuple[int, list[int]]]:
     """Group prompt indices by a shared leading run of token ids: [(prefix_len, indices)], in order.
 
     Prompts are visited in lexicographic token order, so prompts sharing a long prefix are
@@ -286,7 +286,7 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
 
     Why: tool-use prompts of one API repeat its whole documentation (the 68 paper items come from 10
     APIs), and under `greedy_pruned` a batch holds its slots until its longest row is done. Here
-      - prompts are grouped by their shared leading token ids (`_prefix_groups`); each group's prefix
+      - prompts are grouped by their shared leading token ids (`prefix_groups`); each group's prefix
         runs once at batch 1 and its KV cache is copied into every row of the group, whose own suffix
         is then prefilled on top of it;
       - at most `batch_size` rows decode together; a row that emits EOS or reaches the budget leaves,
@@ -314,7 +314,7 @@ def greedy_shared(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
             raise NotImplementedError("greedy_shared: stop callbacks need a per-layer DynamicCache model")
         return _greedy_batches(model, prompts, max_new_tokens, eos_token_id, batch_size)
     cache_kw = _cache_kw(model)
-    groups = _prefix_groups(prompts, min_shared)
+    groups = prefix_groups(prompts, min_shared)
     queue = [(g, i) for g, (_, members) in enumerate(groups) for i in members]
     remaining = [len(m) for _, m in groups]
     prefix_kv: dict[int, list] = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.decoding import _greedy_batches, _prefix_groups, greedy_pruned, greedy_shared, sample_pruned
+from harness.decoding import _greedy_batches, prefix_groups, greedy_pruned, greedy_shared, sample_pruned
 from harness.generation import GenerationSettings, HFBackend
 
 PROMPTS = ["Thought: I need to call", "Action Input: {\"city\": \"Paris\"} and then a much longer prompt here",
@@ -114,13 +114,13 @@ def test_prefix_groups_share_one_documentation_each_and_leave_every_row_a_suffix
     doc_a, doc_b, head = list(range(100, 160)), list(range(200, 240)), [1, 2, 3, 4, 5]
     prompts = [head + doc_a + [7, 8], head + doc_b + [9], head + doc_a + [7, 9, 9], [5, 6], head + doc_b + [9, 1],
                head + doc_a + [7, 8]]   # a duplicate prompt still keeps one token of its own
-    groups = _prefix_groups(prompts, min_shared=16)
+    groups = prefix_groups(prompts, min_shared=16)
     by_members = {tuple(sorted(m)): p for p, m in groups}
     # the 5-token head common to all does not merge the two documentations into one group
     assert by_members == {(0, 2, 5): 66, (1, 4): 45, (3,): 0}
     assert sorted(i for _, m in groups for i in m) == list(range(len(prompts)))
     assert all(p < len(prompts[i]) and prompts[i][:p] == prompts[m[0]][:p] for p, m in groups for i in m)
-    assert _prefix_groups(prompts, min_shared=100) == [(0, [i]) for i in sorted(range(6), key=lambda i: prompts[i])]
+    assert prefix_groups(prompts, min_shared=100) == [(0, [i]) for i in sorted(range(6), key=lambda i: prompts[i])]
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
@@ -129,7 +129,7 @@ def test_shared_prefill_with_slot_refill_equals_greedy_pruned(tiny_model, batch_
 
     model, tok = tiny_model
     prompts = _shared_prompts(tok)
-    groups = _prefix_groups(prompts, 32)
+    groups = prefix_groups(prompts, 32)
     assert sum(1 for p, m in groups if p and len(m) > 1) == 2 and any(p == 0 for p, _ in groups)
     eos = _early_token(model, prompts)
     with torch.no_grad():
@@ -167,7 +167,7 @@ def test_shared_prefix_is_prefilled_once_and_freed_slots_are_refilled(tiny_model
     counting = _Counting(model)
     with torch.no_grad():
         got = greedy_shared(counting, prompts, 32, eos, batch_size=batch)
-    groups = _prefix_groups(prompts, 32)
+    groups = prefix_groups(prompts, 32)
     prefix_of = {i: p for p, m in groups for i in m}
     # each shared prefix runs once; each row forwards only its own suffix and its decoded tokens
     expected = (sum(p for p, m in groups if p) + sum(len(q) - prefix_of[i] for i, q in enumerate(prompts))

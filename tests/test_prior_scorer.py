@@ -68,6 +68,12 @@ def _requests(vocab: int, window: int) -> list[tuple]:
     long_ctx = toks(window + 25)  # longer than the window: left-truncated, per continuation length
     for c, n in enumerate([1, 3, 7, 7]):
         reqs.append((("long", f"c{c}"), long_ctx, toks(n)))
+    primer = toks(12)  # TruthfulQA-like: items whose contexts begin with the same primer
+    for g in range(3):
+        ctx = primer + toks(rng.randrange(1, 6))
+        for c in range(3):
+            reqs.append(((f"primed{g}", f"c{c}"), ctx, toks(rng.choice([1, 4]))))
+    reqs.append((("primed", "is the primer"), primer[:10], toks(3)))  # a context that is a prefix of others
     reqs.append((("one", "x"), toks(1), toks(6)))  # a one-token context
     reqs.append((None, toks(9), toks(3)))  # no request strings (rolling-style): not cached
     reqs += reqs[:3] + [next(r for r in reqs if len(r[2]) > 1)]  # duplicates, one multi-token for sure
@@ -159,11 +165,57 @@ def test_packed_batches_respect_rows_and_tokens(tiny_model):
     _, ours = _lms(model, tok, 2)
     reqs = [((str(g), "c"), [g + 3] * (10 * (g + 1)), [7, 8]) for g in range(5)]
     groups = ours._group_by_context(reqs)
-    batches = list(ours._pack_batches(groups, reqs, rows=2, tokens_per_row=40))
-    widths = [[len(p) + 1 for p, _ in b] for b in batches]
+    batches = list(ours._pack_batches(ours._plan_rows(groups, reqs), reqs, rows=2, tokens_per_row=40))
+    assert all(shared == 0 and len(plan) == 1 for b in batches for shared, plan in b)  # nothing shared
+    widths = [[len(plan[0][0]) + 1 for _, plan in b] for b in batches]
     # budget 2 x 40 = 80 padded tokens: 2 x 51 and 2 x 41 exceed it, 2 x 31 fits; at most 2 rows
     assert widths == [[51], [41], [31, 21], [11]]
-    assert sorted(i for b in batches for _, m in b for i in m) == list(range(5))
+    assert sorted(i for b in batches for _, plan in b for _, m in plan for i in m) == list(range(5))
+
+
+PRIMER = list(range(100, 140))  # 40 tokens every context below begins with
+PRIMED_REQS = [((f"q{q}", f"c{c}"), PRIMER + [200 + q, 210 + q], [220 + c, 230 + c, 240])
+               for q in range(3) for c in range(2)] + \
+              [(("q0", "one token"), PRIMER + [200, 210], [250]),
+               (("w0", "a"), PRIMER[:12] + [300, 301], [302, 303]),      # Winogrande-like: the sentence
+               (("w0", "b"), PRIMER[:12] + [304], [302, 303])]           # up to the blank, two options
+
+
+def test_contexts_sharing_a_primer_run_it_once(tiny_model, monkeypatch):
+    """Contexts that begin with the same run share one packed row in which the run appears once
+    (each context keeps its own tail, each continuation its own tokens), and every score still
+    equals stock HFLM's."""
+    model, tok = tiny_model
+    model.float().eval()
+    stock, ours = _lms(model, tok, 8)
+    want = stock._loglikelihood_tokens(PRIMED_REQS, disable_tqdm=True)
+    plans = ours._plan_rows(ours._group_by_context(PRIMED_REQS), PRIMED_REQS)
+    # the three primed items share their 40-token primer; the two Winogrande-like contexts their
+    # 12-token sentence start (merging all five on those 12 would save less: prefix_groups' rule)
+    assert [(shared, [len(ctx) for ctx, _ in plan]) for shared, plan in plans] == [(40, [42, 42, 42]), (12, [14, 13])]
+    calls = _spy_model_calls(monkeypatch, model)
+    got = ours._loglikelihood_tokens(PRIMED_REQS, disable_tqdm=True)
+    for (lw, gw), (lg, gg) in zip(want, got):
+        assert abs(lw - lg) <= TOL and gw == gg
+    # rows: 40 + 3 x (2 own + 2 x 2 continuation tokens) = 58 and 12 + (2 + 1) + (1 + 1) = 17
+    # (one context apiece: 3 x 46 + 15 + 14); kept: 5 last context positions + 3 x 4 + 2
+    assert calls == [((2, 58), (19,))]
+
+
+def test_a_row_of_shared_contexts_is_split_at_its_width_cap(tiny_model, monkeypatch):
+    from harness.prior import scorer
+
+    model, tok = tiny_model
+    model.float().eval()
+    stock, ours = _lms(model, tok, 8)
+    monkeypatch.setattr(scorer, "MAX_ROW_TOKENS", 55)
+    plans = ours._plan_rows(ours._group_by_context(PRIMED_REQS), PRIMED_REQS)
+    # 40 + 6 + 6 = 52 fits, the third primed context would make 58: it gets a row of its own
+    assert [(shared, [len(ctx) for ctx, _ in plan]) for shared, plan in plans] == \
+        [(40, [42, 42]), (0, [42]), (12, [14, 13])]
+    for (lw, gw), (lg, gg) in zip(stock._loglikelihood_tokens(PRIMED_REQS, disable_tqdm=True),
+                                  ours._loglikelihood_tokens(PRIMED_REQS, disable_tqdm=True)):
+        assert abs(lw - lg) <= TOL and gw == gg
 
 
 def test_group_by_group_fallback_without_packing(tiny_model, monkeypatch):

@@ -7,13 +7,23 @@ positions are read. `SharedContextHFLM` is an `HFLM` whose `_loglikelihood_token
 
 1. groups requests by their (left-truncated) context token ids — lm-eval's own ids, so the
    tokenisation is exactly stock `HFLM`'s;
-2. runs each distinct context once, keeping its KV cache and the logits of its last position only
-   (`logits_to_keep=1`): those score the first token of every continuation, so single-token choices
-   (MMLU's " A"/" B"/...) cost one forward per item, as with lm-eval's one-token logits cache;
-3. scores the remaining tokens of all multi-token continuations of that context as one right-padded
-   batch on a copy of the cache repeated per row, projecting onto the vocabulary only the real
-   (non-padding) positions (`logits_to_keep` as a boolean mask). Right padding needs no attention
-   mask: causal attention never lets a real position see the padding after it.
+2. lays contexts out in packed rows (`_plan_rows`, `_row_layout`): each distinct context once,
+   followed by each of its distinct multi-token continuations, and contexts that begin with the
+   same run of tokens (TruthfulQA's 6-shot primer on every item, Winogrande's sentence up to the
+   blank in both options, a few-shot subject's examples) share one row in which that run appears
+   once. A 4D attention mask and per-segment position ids give every token exactly the context it
+   has in stock `HFLM`'s row `context + continuation`, so several rows of such trees run as one
+   batch of one forward;
+3. projects onto the vocabulary only the positions that are read (`logits_to_keep` as a boolean
+   mask): each context's last position, which scores the first token of every continuation (so
+   single-token choices, MMLU's " A"/" B"/..., cost one context each, as with lm-eval's one-token
+   logits cache), and each continuation's own positions.
+
+Models that cannot take such a mask (flash/flex attention, sliding-window layers) score one
+context at a time instead: the context once into a KV cache (last-position logits only), then its
+multi-token continuations as one right-padded batch on a copy of the cache repeated per row
+(right padding needs no mask: causal attention never lets a real position see the padding after
+it).
 
 Everything else is `HFLM`'s: model and tokenizer handling, `max_length`, autocast
 (`mixed_precision_dtype`), `softmax_dtype` and the caching hook (`cache_hook.add_partial("loglikelihood", ...)`). The result is what `HFLM` returns,
@@ -46,8 +56,10 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-SCORER_ID = "shared-context-3"  # part of every prior evaluation key; bump when scores could change
+SCORER_ID = "shared-context-4"  # part of every prior evaluation key; bump when scores could change
 STOCK_SCORER_ID = "stock-hflm"   # the key's scorer where this scorer steps aside for stock HFLM
+MIN_SHARED_TOKENS = 8    # contexts sharing a leading run this long share one row (and run it once)
+MAX_ROW_TOKENS = 1024    # a packed row of contexts sharing a run is split beyond this width
 GEN_CHUNK = 64  # greedy generate_until prompts per decoder call (the decoder refills its slots from them)
 
 log = logging.getLogger(__name__)
@@ -79,7 +91,7 @@ class SharedContextScoring:
                 pbar.update(1)
 
         if self._packing_ok():
-            for batch in self._pack_batches(groups, requests, rows or 8):
+            for batch in self._pack_batches(self._plan_rows(groups, requests), requests, rows or 8):
                 emit(self._score_packed(batch, requests))
         else:
             for prefix, members in groups:
@@ -101,73 +113,126 @@ class SharedContextScoring:
         return impl in ("sdpa", "eager") and not sliding
 
     @staticmethod
-    def _row_layout(prefix: list[int], conts: list[list[int]]) -> tuple[list[int], list[tuple[int, int]]]:
-        """One packed row for a context: the context, then every distinct multi-token
-        continuation minus its last token (token t predicts t+1). Returns the row and, per
-        continuation in `conts`, (start, segment) of its tokens in the row (start -1: single-token)."""
-        row, spans, seen = list(prefix), [], {}
-        for cont in conts:
-            if len(cont) == 1:
-                spans.append((-1, 0))
-                continue
-            key = tuple(cont)
-            if key not in seen:
-                seen[key] = (len(row), len(seen) + 1)
-                row += cont[:-1]
-            spans.append(seen[key])
-        return row, spans
+    def _plan_rows(groups, requests, max_width: int | None = None) -> list[tuple[int, list]]:
+        """Context groups as packed rows: [(shared, [(context, members), ...])].
 
-    def _pack_batches(self, groups, requests, rows: int, tokens_per_row: int = 512):
-        """Groups as packed rows, longest first, in batches of at most `rows` rows and at most
-        `rows * tokens_per_row` padded tokens (long rows go in smaller batches: the 4D mask grows
+        Contexts that begin with the same run of at least `MIN_SHARED_TOKENS` token ids
+        (TruthfulQA's 6-shot primer, Winogrande's sentence up to the blank, a few-shot subject's
+        examples) go in one row whose first `shared` tokens run once for all of them
+        (`decoding.prefix_groups`, the tool-use decoder's grouping rule; every context keeps at
+        least its last token of its own). A row that would grow past `max_width` tokens is split
+        into rows that each hold the shared run. Other contexts get a row each (shared 0)."""
+        from ..decoding import prefix_groups
+
+        max_width = max_width or MAX_ROW_TOKENS
+        conts = lambda g: [requests[i][2] for i in groups[g][1]]  # noqa: E731
+        plans = []
+        for shared, idx in prefix_groups([ctx for ctx, _ in groups], MIN_SHARED_TOKENS):
+            row, width = [], shared
+            for g in idx:
+                own = _row_width(0, [(groups[g][0], conts(g))]) - shared
+                if row and width + own > max_width:
+                    plans.append((shared if len(row) > 1 else 0, row))
+                    row, width = [], shared
+                row.append(groups[g])
+                width += own
+            plans.append((shared if len(row) > 1 else 0, row))
+        return plans
+
+    @staticmethod
+    def _row_layout(shared: int, plan: list) -> dict:
+        """Token layout of one packed row for `plan` [(context, continuations)]: the first
+        `shared` context tokens (segment 0), then per context its remaining tokens (a segment,
+        child of 0), each followed by its distinct multi-token continuations minus their last
+        token (a segment each, child of the context's; token t predicts t+1). Positions restart
+        where the parent segment ends, so every token has the position it has in stock `HFLM`'s
+        row `context + continuation`. Returns ids, pos, seg (per token), parent (per segment),
+        per context the row index of its last token (`last`) and per continuation the (start,
+        segment) of its tokens (`spans`; start -1: a single-token continuation), and the row
+        indices whose logits are read (`read`)."""
+        ids, pos, seg, parent = list(plan[0][0][:shared]), list(range(shared)), [0] * shared, [-1]
+        last, spans, read = [], [], []
+        for ctx, conts in plan:
+            own = len(parent)
+            parent.append(0)
+            ids += ctx[shared:]
+            pos += range(shared, len(ctx))
+            seg += [own] * (len(ctx) - shared)
+            last.append(len(ids) - 1)
+            read.append(len(ids) - 1)
+            seen, sp = {}, []
+            for cont in conts:
+                if len(cont) == 1:
+                    sp.append((-1, 0))
+                    continue
+                key = tuple(cont)
+                if key not in seen:
+                    seen[key] = (len(ids), len(parent))
+                    read += range(len(ids), len(ids) + len(cont) - 1)
+                    parent.append(own)
+                    ids += cont[:-1]
+                    pos += range(len(ctx), len(ctx) + len(cont) - 1)
+                    seg += [seen[key][1]] * (len(cont) - 1)
+                sp.append(seen[key])
+            spans.append(sp)
+        return {"ids": ids, "pos": pos, "seg": seg, "parent": parent, "last": last, "spans": spans, "read": read}
+
+    @staticmethod
+    def _pack_batches(plans, requests, rows: int, tokens_per_row: int = 512):
+        """Row plans in batches, widest first, of at most `rows` rows and at most
+        `rows * tokens_per_row` padded tokens (wide rows go in smaller batches: the 4D mask grows
         with the square of the width)."""
-        sized = sorted(((len(self._row_layout(prefix, [requests[i][2] for i in members])[0]), prefix, members)
-                        for prefix, members in groups), key=lambda t: -t[0])
+        sized = sorted(((_row_width(shared, [(ctx, [requests[i][2] for i in m]) for ctx, m in plan]), shared, plan)
+                        for shared, plan in plans), key=lambda t: -t[0])
         batch, width = [], 0
-        for n, prefix, members in sized:
+        for n, shared, plan in sized:
             if batch and (len(batch) >= rows or max(width, n) * (len(batch) + 1) > rows * tokens_per_row):
                 yield batch
                 batch, width = [], 0
-            batch.append((prefix, members))
+            batch.append((shared, plan))
             width = max(width, n)
         if batch:
             yield batch
 
     def _score_packed(self, batch, requests):
-        """Score every request of several context groups in one forward.
+        """Score every request of the row plans in `batch` in one forward.
 
-        Each group is one row: its context once, followed by its distinct multi-token
-        continuations. A 4D mask lets a continuation token see the context and its own earlier
-        tokens only, and position ids restart each continuation right after the context, so every
-        token sees exactly what it sees in stock `HFLM`'s row `context + continuation`. Logits are
-        projected only where they are read: the context's last position (every continuation's
-        first token) and each continuation's own positions."""
+        Each plan is one row (`_row_layout`): its shared context run once, each context's own
+        tokens, each context's distinct multi-token continuations. A 4D mask lets a token see
+        the earlier tokens of its own segment and of the segments above it only (the shared run,
+        its context), and position ids restart each segment where its parent ends, so every
+        token sees exactly what it sees in stock `HFLM`'s row `context + continuation`. Logits
+        are projected only where they are read: each context's last position (every
+        continuation's first token) and each continuation's own positions."""
         import torch
         import torch.nn.functional as F
 
-        layouts = [self._row_layout(prefix, [requests[i][2] for i in members]) for prefix, members in batch]
-        width = max(len(row) for row, _ in layouts)
+        layouts = [self._row_layout(shared, [(ctx, [requests[i][2] for i in m]) for ctx, m in plan])
+                   for shared, plan in batch]
+        width = max(len(lay["ids"]) for lay in layouts)
         n = len(batch)
         dtype = self.model.dtype if self.mixed_precision_dtype is None else self.mixed_precision_dtype
         ids = torch.zeros((n, width), dtype=torch.long)
         pos = torch.zeros((n, width), dtype=torch.long)
-        seg = torch.full((n, width), -1, dtype=torch.long)  # 0 context, k continuation k, -1 padding
+        segs = sum(len(lay["parent"]) for lay in layouts)
+        seg = torch.full((n, width), segs, dtype=torch.long)  # segment ids over the batch; `segs`: padding
         keep = torch.zeros((n, width), dtype=torch.bool)
-        for r, ((prefix, members), (row, spans)) in enumerate(zip(batch, layouts)):
-            p = len(prefix)
-            ids[r, :len(row)] = torch.tensor(row)
-            pos[r, :p] = torch.arange(p)
-            seg[r, :p] = 0
-            keep[r, p - 1] = True
-            for (start, k), i in zip(spans, members):
-                if start >= 0 and seg[r, start] < 0:
-                    m = len(requests[i][2]) - 1
-                    pos[r, start:start + m] = torch.arange(p, p + m)
-                    seg[r, start:start + m] = k
-                    keep[r, start:start + m] = True
-        q, kk = seg[:, :, None], seg[:, None, :]
+        sees = torch.zeros((segs + 1, segs + 1), dtype=torch.bool)  # sees[a, b]: b is a or above a
+        base = 0
+        for r, lay in enumerate(layouts):
+            m = len(lay["ids"])
+            ids[r, :m] = torch.tensor(lay["ids"])
+            pos[r, :m] = torch.tensor(lay["pos"])
+            seg[r, :m] = torch.tensor(lay["seg"]) + base
+            keep[r, lay["read"]] = True
+            for k in range(len(lay["parent"])):
+                a = k
+                while a >= 0:
+                    sees[base + k, base + a] = True
+                    a = lay["parent"][a]
+            base += len(lay["parent"])
         causal = torch.ones((width, width), dtype=torch.bool).tril()
-        allowed = causal & ((kk == 0) | (kk == q)) & (q >= 0)
+        allowed = causal & sees[seg[:, :, None], seg[:, None, :]]
         allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no empty softmax row
         mask = torch.zeros((n, 1, width, width), dtype=dtype)
         mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
@@ -183,19 +248,20 @@ class SharedContextScoring:
         lps = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
         index = torch.full((n, width), -1, dtype=torch.long)  # row position -> row of `lps`
         index[keep] = torch.arange(int(keep.sum()))
-        for r, ((prefix, members), (row, spans)) in enumerate(zip(batch, layouts)):
-            last = lps[int(index[r, len(prefix) - 1])]
-            first_greedy = int(last.argmax())
-            for (start, _), i in zip(spans, members):
-                cont = requests[i][2]
-                total = last[cont[0]]
-                greedy = first_greedy == cont[0]
-                if start >= 0:
-                    part = lps[index[r, start:start + len(cont) - 1]]
-                    target = torch.tensor(cont[1:], dtype=torch.long, device=part.device)
-                    total = total + part.gather(1, target[:, None])[:, 0].sum()
-                    greedy = greedy and bool((part.argmax(dim=-1) == target).all())
-                yield i, (float(total), bool(greedy))
+        for r, ((_, plan), lay) in enumerate(zip(batch, layouts)):
+            for (_, members), end, spans in zip(plan, lay["last"], lay["spans"]):
+                last = lps[int(index[r, end])]
+                first_greedy = int(last.argmax())
+                for (start, _), i in zip(spans, members):
+                    cont = requests[i][2]
+                    total = last[cont[0]]
+                    greedy = first_greedy == cont[0]
+                    if start >= 0:
+                        part = lps[index[r, start:start + len(cont) - 1]]
+                        target = torch.tensor(cont[1:], dtype=torch.long, device=part.device)
+                        total = total + part.gather(1, target[:, None])[:, 0].sum()
+                        greedy = greedy and bool((part.argmax(dim=-1) == target).all())
+                    yield i, (float(total), bool(greedy))
 
     def _group_by_context(self, requests: list[Request]) -> list[tuple[list[int], list[int]]]:
         """[(context ids as the model sees them, request indices)], longest work first (as HFLM:
@@ -376,6 +442,15 @@ class SharedContextScoring:
             log.warning("%s: scoring with stock HFLM", why)
             self._warned_no_keep = True
         return ok
+
+
+def _row_width(shared: int, plan: list) -> int:
+    """Tokens in the packed row of `plan` [(context, continuations)] whose contexts share their
+    first `shared` tokens (as `SharedContextScoring._row_layout` lays it out)."""
+    width = shared
+    for ctx, conts in plan:
+        width += len(ctx) - shared + sum(len(c) - 1 for c in {tuple(c) for c in conts})
+    return width
 
 
 def scorer_id() -> str:
