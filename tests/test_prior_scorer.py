@@ -218,6 +218,16 @@ def test_a_row_of_shared_contexts_is_split_at_its_width_cap(tiny_model, monkeypa
         assert abs(lw - lg) <= TOL and gw == gg
 
 
+def test_a_split_group_gets_rows_of_about_equal_width(tiny_model):
+    """Rows of one batch are padded to the widest, so a group too wide for one row is split into
+    the fewest rows that fit, of about equal width, not filled greedily (6 + 4 contexts here)."""
+    model, tok = tiny_model
+    _, ours = _lms(model, tok, 8)
+    reqs = [((f"q{q}", "c"), PRIMER + [200 + q, 210 + q], [220, 230, 240, 250, 260]) for q in range(10)]
+    plans = ours._plan_rows(ours._group_by_context(reqs), reqs, max_width=40 + 36)  # 6 tokens per context
+    assert [(shared, len(plan)) for shared, plan in plans] == [(40, 5), (40, 5)]
+
+
 def test_group_by_group_fallback_without_packing(tiny_model, monkeypatch):
     """A model that cannot take a custom 4D mask (flash attention, sliding windows) is scored one
     context at a time from its KV cache: the context once, its multi-token continuations batched."""

@@ -59,7 +59,7 @@ from typing import Any
 SCORER_ID = "shared-context-4"  # part of every prior evaluation key; bump when scores could change
 STOCK_SCORER_ID = "stock-hflm"   # the key's scorer where this scorer steps aside for stock HFLM
 MIN_SHARED_TOKENS = 8    # contexts sharing a leading run this long share one row (and run it once)
-MAX_ROW_TOKENS = 1024    # a packed row of contexts sharing a run is split beyond this width
+MAX_ROW_TOKENS = 2048    # a packed row of contexts sharing a run is split beyond this width
 GEN_CHUNK = 64  # greedy generate_until prompts per decoder call (the decoder refills its slots from them)
 
 log = logging.getLogger(__name__)
@@ -120,23 +120,27 @@ class SharedContextScoring:
         (TruthfulQA's 6-shot primer, Winogrande's sentence up to the blank, a few-shot subject's
         examples) go in one row whose first `shared` tokens run once for all of them
         (`decoding.prefix_groups`, the tool-use decoder's grouping rule; every context keeps at
-        least its last token of its own). A row that would grow past `max_width` tokens is split
-        into rows that each hold the shared run. Other contexts get a row each (shared 0)."""
+        least its last token of its own). A group wider than `max_width` tokens is split into the
+        fewest rows that fit, of about equal width (rows of one batch are padded to the widest),
+        each holding the shared run. Other contexts get a row each (shared 0)."""
+        import math
+
         from ..decoding import prefix_groups
 
         max_width = max_width or MAX_ROW_TOKENS
-        conts = lambda g: [requests[i][2] for i in groups[g][1]]  # noqa: E731
         plans = []
         for shared, idx in prefix_groups([ctx for ctx, _ in groups], MIN_SHARED_TOKENS):
-            row, width = [], shared
-            for g in idx:
-                own = _row_width(0, [(groups[g][0], conts(g))]) - shared
-                if row and width + own > max_width:
-                    plans.append((shared if len(row) > 1 else 0, row))
-                    row, width = [], shared
-                row.append(groups[g])
-                width += own
-            plans.append((shared if len(row) > 1 else 0, row))
+            own = [_row_width(0, [(groups[g][0], [requests[i][2] for i in groups[g][1]])]) - shared for g in idx]
+            room = max(max_width - shared, max(own))  # one context per row if the shared run alone fills it
+            target = sum(own) / math.ceil(sum(own) / room)  # the width each row aims at, beyond the run
+            rows, width = [[]], 0
+            for g, w in zip(idx, own):
+                if rows[-1] and (width + w > room or width + w / 2 > target):
+                    rows.append([])
+                    width = 0
+                rows[-1].append(groups[g])
+                width += w
+            plans += [(shared if len(row) > 1 else 0, row) for row in rows]
         return plans
 
     @staticmethod
