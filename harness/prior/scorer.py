@@ -56,7 +56,7 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-SCORER_ID = "shared-context-4"  # part of every prior evaluation key; bump when scores could change
+SCORER_ID = "shared-context-5"  # part of every prior evaluation key; bump when scores could change
 STOCK_SCORER_ID = "stock-hflm"   # the key's scorer where this scorer steps aside for stock HFLM
 MIN_SHARED_TOKENS = 8    # contexts sharing a leading run this long share one row (and run it once)
 MAX_ROW_TOKENS = 2048    # a packed row of contexts sharing a run is split beyond this width
@@ -120,9 +120,10 @@ class SharedContextScoring:
         (TruthfulQA's 6-shot primer, Winogrande's sentence up to the blank, a few-shot subject's
         examples) go in one row whose first `shared` tokens run once for all of them
         (`decoding.prefix_groups`, the tool-use decoder's grouping rule; every context keeps at
-        least its last token of its own). A group wider than `max_width` tokens is split into the
-        fewest rows that fit, of about equal width (rows of one batch are padded to the widest),
-        each holding the shared run. Other contexts get a row each (shared 0)."""
+        least its last token of its own). A group wider than `max_width` tokens is split greedily
+        into rows of about equal width (rows of one batch are padded to the widest), as few as
+        the widths allow, each holding the shared run (a single context wider than that gets a row
+        of its own). Other contexts get a row each (shared 0)."""
         import math
 
         from ..decoding import prefix_groups
@@ -131,7 +132,7 @@ class SharedContextScoring:
         plans = []
         for shared, idx in prefix_groups([ctx for ctx, _ in groups], MIN_SHARED_TOKENS):
             own = [_row_width(0, [(groups[g][0], [requests[i][2] for i in groups[g][1]])]) - shared for g in idx]
-            room = max(max_width - shared, max(own))  # one context per row if the shared run alone fills it
+            room = max(max_width - shared, max(own))  # a context wider than the room gets a row of its own
             target = sum(own) / math.ceil(sum(own) / room)  # the width each row aims at, beyond the run
             rows, width = [[]], 0
             for g, w in zip(idx, own):
