@@ -373,6 +373,8 @@ def lead_sentences(rows: list[dict]) -> list[str]:
 
     out = []
     forget = [(cid, s) for cid in ("c", "c-mc", "c-drift") if (s := said(cid))]
+    # the measures that decide come first, so the answer is followed by its grounds
+    forget.sort(key=lambda t: by[t[0]]["verdict"] not in (SUPPORTED, CONTRADICTED, EQUIVALENT))
     if forget:
         what = {"c": "the prior-suite average of SDFT minus SFT is",
                 "c-mc": "the gold answers' margin over the other choices on the multiple-choice benchmarks, "

@@ -237,6 +237,21 @@ def test_every_difference_claim_reports_its_power(tmp_path):
     assert any("MDE" in s for s in lead_sentences(list(rows.values())))
 
 
+def test_the_lead_sentence_quotes_the_deciding_measure_first(tmp_path):
+    """"Yes: SDFT forgot less" must be followed by the measure that supports it, not by an
+    inconclusive one that happens to come first in the claim order."""
+    from harness.claims import INCONCLUSIVE, SUPPORTED, lead_sentences
+
+    store = Store(tmp_path / "h.db")
+    rid = make_suite_run(store, seeds=(0,))
+    rows = {r["id"]: r for r in check_claims(load(rid, store, n_boot=300))}
+    rows["c-drift"] = dict(rows["c"], id="c-drift", verdict=SUPPORTED)
+    rows["c"] = dict(rows["c"], verdict=INCONCLUSIVE)
+    first = lead_sentences(list(rows.values()))[0]
+    assert first.startswith("Yes: SDFT forgot less than SFT here: SFT minus SDFT drift from the base")
+    assert "the prior-suite average of SDFT minus SFT is" in first  # still quoted, after it
+
+
 def test_drift_verdict_error_rates_by_simulation():
     """c-drift (and every sign / equivalence verdict) on a paired bootstrap over 64 prompts: with no true
     difference, 'supported' or 'contradicted' comes out at most ~5% of the time; with a true difference
