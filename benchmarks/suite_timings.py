@@ -35,7 +35,8 @@ def stages(db: Path, detail: bool = False) -> dict[str, float]:
         if task.startswith("prior/") and not detail:
             task = "prior"
         out[f"eval {task} {label}"] += finished - created
-        trained.setdefault(Path(model).parent.name if Path(model).name == "final" else "", label)
+        if Path(model).name == "final":  # a trained checkpoint: <checkpoints>/<train key>/final
+            trained.setdefault(Path(model).parent.name, label)
     for key, metrics in con.execute("SELECT train_key, metrics FROM train_steps"):
         m = json.loads(metrics)
         for part in ("step_s", "drift_s"):

@@ -10,8 +10,8 @@ positions are read. `SharedContextHFLM` is an `HFLM` whose `_loglikelihood_token
 2. lays contexts out in packed rows (`_plan_rows`, `_row_layout`): each distinct context once,
    followed by each of its distinct multi-token continuations, and contexts that begin with the
    same run of tokens (TruthfulQA's 6-shot primer on every item, Winogrande's sentence up to the
-   blank in both options, a few-shot subject's examples) share one row in which that run appears
-   once. A 4D attention mask and per-segment position ids give every token exactly the context it
+   blank in both options, a prompt header common to many items) share one row in which that run
+   appears once. A 4D attention mask and per-segment position ids give every token exactly the context it
    has in stock `HFLM`'s row `context + continuation`, so several rows of such trees run as one
    batch of one forward;
 3. projects onto the vocabulary only the positions that are read (`logits_to_keep` as a boolean
@@ -117,8 +117,8 @@ class SharedContextScoring:
         """Context groups as packed rows: [(shared, [(context, members), ...])].
 
         Contexts that begin with the same run of at least `MIN_SHARED_TOKENS` token ids
-        (TruthfulQA's 6-shot primer, Winogrande's sentence up to the blank, a few-shot subject's
-        examples) go in one row whose first `shared` tokens run once for all of them
+        (TruthfulQA's 6-shot primer, Winogrande's sentence up to the blank, a prompt header or
+        few-shot examples common to many items) go in one row whose first `shared` tokens run once for all of them
         (`decoding.prefix_groups`, the tool-use decoder's grouping rule; every context keeps at
         least its last token of its own). A group wider than `max_width` tokens is split greedily
         into rows of about equal width (rows of one batch are padded to the widest), as few as
@@ -451,11 +451,8 @@ class SharedContextScoring:
 
 def _row_width(shared: int, plan: list) -> int:
     """Tokens in the packed row of `plan` [(context, continuations)] whose contexts share their
-    first `shared` tokens (as `SharedContextScoring._row_layout` lays it out)."""
-    width = shared
-    for ctx, conts in plan:
-        width += len(ctx) - shared + sum(len(c) - 1 for c in {tuple(c) for c in conts})
-    return width
+    first `shared` tokens: the length `SharedContextScoring._row_layout` gives it."""
+    return len(SharedContextScoring._row_layout(shared, plan)["ids"])
 
 
 def scorer_id() -> str:
